@@ -1,0 +1,153 @@
+//! The command line: `lm-ingest parse`, `lm-ingest check`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::parse::{Outcome, Registry};
+use crate::settings::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lm-ingest",
+    version,
+    about = "Gets money movements that bank feeds never see into Lunch Money"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse emails (or webhook bodies) offline and print one JSON line per input.
+    Parse {
+        /// Configuration file (default: $LM_INGEST_CONFIG, if set).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Treat the inputs as JSON webhook bodies for this plugin instead of emails.
+        #[arg(long, value_name = "PLUGIN")]
+        webhook: Option<String>,
+        /// Input files; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Validate the configuration and every parser rule file.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exit codes: 0 all inputs read, 1 invalid rules found by `check`, 2 usage, configuration or I/O.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Parse {
+            config,
+            webhook,
+            files,
+        } => parse(config.as_deref(), webhook.as_deref(), &files),
+        Command::Check { config } => check(config.as_deref()),
+    }
+}
+
+fn load_registry(config: Option<&Path>) -> Result<Registry, String> {
+    let settings = Settings::load(config).map_err(|e| e.to_string())?;
+    Registry::load(settings.parsers.dir.as_deref()).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct ParseLine<'a> {
+    input: String,
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+}
+
+fn parse(config: Option<&Path>, webhook: Option<&str>, files: &[PathBuf]) -> ExitCode {
+    let registry = match load_registry(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lm-ingest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(plugin) = webhook {
+        if registry.get(plugin).is_none() {
+            let known: Vec<&str> = registry.ids().collect();
+            eprintln!(
+                "lm-ingest: unknown plugin {plugin:?}; known: {}",
+                known.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut io_failed = false;
+    for file in files {
+        let outcome = match read_input(file) {
+            Ok(bytes) => match webhook {
+                Some(plugin) => registry.parse_webhook(plugin, Vec::new(), &bytes),
+                None => registry.parse_email(&bytes),
+            },
+            Err(e) => {
+                io_failed = true;
+                eprintln!("lm-ingest: cannot read {}: {e}", file.display());
+                Outcome::error(None, format!("cannot read input: {e}"))
+            }
+        };
+        let line = ParseLine {
+            input: file.display().to_string(),
+            outcome: &outcome,
+        };
+        let written = serde_json::to_writer(&mut out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            // A closed pipe (`| head`) ends the run quietly; anything else is reported.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("lm-ingest: cannot write output: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    }
+    if io_failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn read_input(file: &Path) -> std::io::Result<Vec<u8>> {
+    if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    } else {
+        std::fs::read(file)
+    }
+}
+
+fn check(config: Option<&Path>) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lm-ingest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match Registry::load(settings.parsers.dir.as_deref()) {
+        Ok(registry) => {
+            let ids: Vec<&str> = registry.ids().collect();
+            println!("ok: {} plugins: {}", ids.len(), ids.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lm-ingest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! lm-ingest: receives notification emails and webhooks, parses them into transactions with
+//! data-driven plugins, and delivers them to Lunch Money.
+
+pub mod cli;
+pub mod message;
+pub mod money;
+pub mod parse;
+pub mod settings;
+pub mod transaction;

@@ -1,0 +1,430 @@
+//! Applies a compiled rule set to a message: ignore rules, then templates in order; the first
+//! template whose required finders all match builds the transaction.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use super::rules::{
+    normalize_space, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template,
+    DEFAULT_DATE_FORMATS,
+};
+use super::{Outcome, Plugin};
+use crate::message::{MessageTime, Webhook};
+use crate::money::{currency_exponent, normalize_currency, Amount, Money};
+use crate::parse::rules::Kind;
+use crate::transaction::{derived_external_id, external_id, Transaction};
+
+/// The parts of an email that rules can read, already resolved to the original message when the
+/// email is a forward.
+#[derive(Debug, Clone, Copy)]
+pub struct EmailView<'a> {
+    pub from: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub text: &'a str,
+    pub html: &'a str,
+    pub links: &'a [String],
+    pub headers: &'a [(String, String)],
+    pub sent: Option<MessageTime>,
+}
+
+/// What finders read from: an email view or a webhook.
+enum Input<'a> {
+    Email(&'a EmailView<'a>),
+    Webhook(&'a Webhook),
+}
+
+type Captures = HashMap<String, String>;
+
+impl Plugin for RuleSet {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn claims(&self, sender: &str, subject: &str) -> bool {
+        self.kind == Kind::Email
+            && self.senders.iter().any(|s| s.matches(sender))
+            && (self.subjects.is_empty() || self.subjects.iter().any(|re| re.is_match(subject)))
+    }
+
+    fn parse_email(&self, view: &EmailView<'_>) -> Outcome {
+        self.apply(&Input::Email(view), view.sent)
+    }
+
+    fn parse_webhook(&self, hook: &Webhook) -> Outcome {
+        self.apply(&Input::Webhook(hook), None)
+    }
+}
+
+impl RuleSet {
+    fn apply(&self, input: &Input<'_>, sent: Option<MessageTime>) -> Outcome {
+        let mut scratch = Captures::new();
+        for rule in &self.ignore {
+            scratch.clear();
+            if rule.when.iter().all(|f| find(f, input, &mut scratch)) {
+                return Outcome::ignored(&self.id, &rule.reason);
+            }
+        }
+        for template in &self.templates {
+            let mut captures = Captures::new();
+            if !template
+                .require
+                .iter()
+                .all(|f| find(f, input, &mut captures))
+            {
+                continue;
+            }
+            for f in &template.optional {
+                find(f, input, &mut captures);
+            }
+            return match self.build(template, &captures, sent) {
+                Ok(tx) => Outcome::parsed(&self.id, vec![tx]),
+                Err(why) => {
+                    Outcome::error(Some(&self.id), format!("template {}: {why}", template.name))
+                }
+            };
+        }
+        Outcome::unmatched(
+            Some(&self.id),
+            format!("no {} template matched this message", self.id),
+        )
+    }
+
+    fn build(
+        &self,
+        template: &Template,
+        captures: &Captures,
+        sent: Option<MessageTime>,
+    ) -> Result<Transaction, String> {
+        let amount_text = fill(&template.fields.amount, captures).ok_or("no amount captured")?;
+        let currency = match fill_opt(&template.fields.currency, captures) {
+            Some(text) => normalize_currency(&text)
+                .ok_or_else(|| format!("currency {text:?} is not an ISO 4217 code"))?,
+            None => self.currency.clone(),
+        };
+        let amount = match template.amount_format {
+            AmountFormat::Display => Amount::parse_display(&amount_text),
+            AmountFormat::Decimal => Amount::parse_plain(&amount_text, None),
+            AmountFormat::Minor => {
+                Amount::parse_plain(&amount_text, Some(currency_exponent(&currency)))
+            }
+        }
+        .map_err(|e| format!("amount: {e}"))?;
+        let amount = self.signed(template, amount, captures)?;
+        let date = match fill_opt(&template.fields.date, captures) {
+            Some(text) => {
+                let formats: Vec<&str> = [&template.date_formats, &self.date_formats]
+                    .into_iter()
+                    .find(|f| !f.is_empty())
+                    .map(|f| f.iter().map(String::as_str).collect())
+                    .unwrap_or_else(|| DEFAULT_DATE_FORMATS.to_vec());
+                parse_date(&text, &formats, self.timezone).ok_or_else(|| {
+                    format!("date {text:?} matches none of the formats {formats:?}")
+                })?
+            }
+            None => sent
+                .map(|t| local_date(t, self.timezone))
+                .ok_or("no date captured and the message has no Date")?,
+        };
+        let money = Money::new(amount, &currency);
+        let payee = fill_opt(&template.fields.payee, captures);
+        let notes = fill_opt(&template.fields.notes, captures);
+        let external_id = match fill_opt(&template.fields.id, captures) {
+            Some(id) => external_id(&self.id, &id),
+            None => {
+                // Documented in parsers/README.md: the derived id covers what the message says
+                // and when it was sent (to the minute, so every forwarding route agrees).
+                let sent_minute = sent.map(minute_key).unwrap_or_default();
+                let date_text = date.to_string();
+                derived_external_id(
+                    &self.id,
+                    &[
+                        &date_text,
+                        money.as_str(),
+                        &currency,
+                        payee.as_deref().unwrap_or(""),
+                        notes.as_deref().unwrap_or(""),
+                        &sent_minute,
+                    ],
+                )
+            }
+        };
+        let mut tags = self.tags.clone();
+        tags.extend(
+            template
+                .tags
+                .iter()
+                .filter(|t| !self.tags.contains(t))
+                .cloned(),
+        );
+        Ok(Transaction {
+            date,
+            amount: money,
+            currency,
+            payee,
+            notes,
+            external_id,
+            tags,
+            plugin: self.id.clone(),
+        })
+    }
+
+    fn signed(
+        &self,
+        template: &Template,
+        amount: Amount,
+        captures: &Captures,
+    ) -> Result<Amount, String> {
+        if let Some(rule) = &template.sign_from {
+            let word = captures
+                .get(&rule.capture)
+                .map(|w| w.to_lowercase())
+                .ok_or_else(|| format!("no `{}` captured to decide the sign", rule.capture))?;
+            return if rule.negative.contains(&word) {
+                Ok(amount.abs().negate())
+            } else if rule.positive.contains(&word) {
+                Ok(amount.abs())
+            } else {
+                Err(format!(
+                    "`{}` is {word:?}, listed neither as negative nor positive",
+                    rule.capture
+                ))
+            };
+        }
+        Ok(match template.sign {
+            SignRule::Keep => amount,
+            SignRule::Invert => amount.negate(),
+            SignRule::Positive => amount.abs(),
+            SignRule::Negative => amount.abs().negate(),
+        })
+    }
+}
+
+/// Runs one finder; on a match adds its captures (trimmed, whitespace collapsed) and returns true.
+fn find(finder: &Finder, input: &Input<'_>, captures: &mut Captures) -> bool {
+    match finder {
+        Finder::Regex {
+            source,
+            header,
+            regex,
+        } => {
+            let joined_links;
+            let haystack: &str = match (input, source) {
+                (Input::Email(v), Source::Subject) => v.subject,
+                (Input::Email(v), Source::Body) => v.body,
+                (Input::Email(v), Source::Text) => v.text,
+                (Input::Email(v), Source::Html) => v.html,
+                (Input::Email(v), Source::From) => v.from,
+                (Input::Email(v), Source::Links) => {
+                    joined_links = v.links.join("\n");
+                    &joined_links
+                }
+                (Input::Email(v), Source::Header) => header_value(v.headers, header.as_deref()),
+                (Input::Webhook(h), Source::Header) => {
+                    header.as_deref().and_then(|n| h.header(n)).unwrap_or("")
+                }
+                (Input::Webhook(_), _) => return false,
+            };
+            let Some(found) = regex.captures(haystack) else {
+                return false;
+            };
+            for name in regex.capture_names().flatten() {
+                if let Some(m) = found.name(name) {
+                    let value = normalize_space(m.as_str());
+                    if !value.is_empty() {
+                        captures.insert(name.to_owned(), value);
+                    }
+                }
+            }
+            true
+        }
+        Finder::Pointer {
+            pointer,
+            capture,
+            regex,
+            equals,
+            exists,
+        } => {
+            let Input::Webhook(hook) = input else {
+                return false;
+            };
+            let value = hook.body.pointer(pointer).filter(|v| !v.is_null());
+            let Some(value) = value else {
+                return !exists;
+            };
+            if !exists {
+                return false;
+            }
+            let text = value_text(value);
+            if let Some(allowed) = equals {
+                if !allowed.iter().any(|a| a == &text) {
+                    return false;
+                }
+            }
+            if let Some(re) = regex {
+                let Some(found) = re.captures(&text) else {
+                    return false;
+                };
+                for name in re.capture_names().flatten() {
+                    if let Some(m) = found.name(name) {
+                        captures.insert(name.to_owned(), normalize_space(m.as_str()));
+                    }
+                }
+            }
+            if let Some(name) = capture {
+                let value = normalize_space(&text);
+                if !value.is_empty() {
+                    captures.insert(name.clone(), value);
+                }
+            }
+            true
+        }
+    }
+}
+
+fn header_value<'a>(headers: &'a [(String, String)], name: Option<&str>) -> &'a str {
+    name.and_then(|n| headers.iter().find(|(k, _)| k == n))
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// A JSON value as text: strings unquoted, numbers in their exact source form.
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Literal(text) => out.push_str(text),
+            Segment::Slot(names) => out.push_str(names.iter().find_map(|n| captures.get(n))?),
+        }
+    }
+    let out = normalize_space(&out);
+    (!out.is_empty()).then_some(out)
+}
+
+fn fill_opt(segments: &Option<Vec<Segment>>, captures: &Captures) -> Option<String> {
+    segments.as_deref().and_then(|s| fill(s, captures))
+}
+
+fn local_date(time: MessageTime, tz: Tz) -> NaiveDate {
+    match time {
+        MessageTime::Utc(t) => t.with_timezone(&tz).date_naive(),
+        MessageTime::Local(t) => t.date(),
+    }
+}
+
+fn minute_key(time: MessageTime) -> String {
+    match time {
+        MessageTime::Utc(t) => t.format("%Y-%m-%dT%H:%MZ").to_string(),
+        MessageTime::Local(t) => t.format("%Y-%m-%dT%H:%M").to_string(),
+    }
+}
+
+/// Reads a printed date. A trailing zone abbreviation (`PDT`, `EST`) is dropped: the printed day
+/// is already the local day. Zoned timestamps are converted to the plugin's time zone.
+pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
+    let text = normalize_space(text);
+    let bare = strip_zone_abbreviation(&text);
+    formats.iter().find_map(|format| match *format {
+        "rfc3339" => DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .map(|t| t.with_timezone(&tz).date_naive()),
+        "rfc2822" => DateTime::parse_from_rfc2822(&text)
+            .ok()
+            .map(|t| t.with_timezone(&tz).date_naive()),
+        "unix" | "unix_ms" => {
+            let n: i64 = text.parse().ok()?;
+            let t = if *format == "unix" {
+                DateTime::from_timestamp(n, 0)
+            } else {
+                DateTime::from_timestamp_millis(n)
+            }?;
+            Some(t.with_timezone(&tz).date_naive())
+        }
+        // A pattern with an offset names an instant; convert it before naive readings, which
+        // would silently drop the offset.
+        pattern => DateTime::parse_from_str(&text, pattern)
+            .ok()
+            .map(|t| t.with_timezone(&tz).date_naive())
+            .or_else(|| NaiveDate::parse_from_str(bare, pattern).ok())
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(bare, pattern)
+                    .ok()
+                    .map(|t| t.date())
+            }),
+    })
+}
+
+fn strip_zone_abbreviation(text: &str) -> &str {
+    match text.rsplit_once(' ') {
+        Some((head, zone))
+            if (2..=5).contains(&zone.len())
+                && zone.bytes().all(|b| b.is_ascii_uppercase())
+                && zone != "AM"
+                && zone != "PM" =>
+        {
+            head
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn pacific() -> Tz {
+        "America/Los_Angeles".parse().unwrap()
+    }
+
+    #[test]
+    fn dates_in_many_shapes() {
+        let d = |t: &str, f: &[&str]| parse_date(t, f, pacific()).map(|d| d.to_string());
+        assert_eq!(
+            d("Mar 01, 2024 PDT", &["%b %d, %Y"]).as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(
+            d("Mar 1,  2024", &["%b %d, %Y"]).as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(
+            d("2024-03-02T05:00:00Z", &["rfc3339"]).as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(d("1709269200", &["unix"]).as_deref(), Some("2024-02-29"));
+        assert_eq!(
+            d("03/01/2024 4:05 PM", &["%m/%d/%Y %I:%M %p"]).as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(
+            d("2024-03-02 01:00:00 +0000", &["%Y-%m-%d %H:%M:%S %z"]).as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(d("yesterday", &["%b %d, %Y"]), None);
+    }
+
+    #[test]
+    fn header_dates_become_local_dates() {
+        let t = DateTime::parse_from_rfc3339("2025-11-02T04:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            local_date(MessageTime::Utc(t), pacific()).to_string(),
+            "2025-11-01"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! The parse engine: plugins turn a message into transactions.
+
+pub mod builtin;
+pub mod engine;
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use engine::EmailView;
+pub use rules::{Kind, RuleError, RuleSet};
+
+use crate::message::{Email, Original, Webhook};
+use crate::transaction::Transaction;
+
+/// A parser plugin. Rule files implement it (`RuleSet`); a format that rules cannot express can
+/// implement it in Rust and be registered beside them.
+pub trait Plugin: Send + Sync {
+    fn id(&self) -> &str;
+    fn kind(&self) -> Kind;
+    /// Whether this plugin takes mail from `sender` (a lowercase address) titled `subject`.
+    fn claims(&self, sender: &str, subject: &str) -> bool;
+    fn parse_email(&self, view: &EmailView<'_>) -> Outcome;
+    fn parse_webhook(&self, hook: &Webhook) -> Outcome;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Transactions were found.
+    Parsed,
+    /// A plugin recognised the message and it carries no transaction (statements, marketing).
+    Ignored,
+    /// No plugin claims it, or its plugin has no template for it: kept for re-parsing.
+    Unmatched,
+    /// The input is not a readable message, or a template matched but a field was unreadable.
+    Error,
+}
+
+/// What parsing one message found; `lm-ingest parse` prints one per input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub status: Status,
+    pub plugin: Option<String>,
+    pub reason: Option<String>,
+    pub transactions: Vec<Transaction>,
+}
+
+impl Outcome {
+    pub fn parsed(plugin: &str, transactions: Vec<Transaction>) -> Self {
+        Outcome {
+            status: Status::Parsed,
+            plugin: Some(plugin.to_owned()),
+            reason: None,
+            transactions,
+        }
+    }
+
+    pub fn ignored(plugin: &str, reason: &str) -> Self {
+        Outcome {
+            status: Status::Ignored,
+            plugin: Some(plugin.to_owned()),
+            reason: Some(reason.to_owned()),
+            transactions: Vec::new(),
+        }
+    }
+
+    pub fn unmatched(plugin: Option<&str>, reason: impl Into<String>) -> Self {
+        Outcome {
+            status: Status::Unmatched,
+            plugin: plugin.map(str::to_owned),
+            reason: Some(reason.into()),
+            transactions: Vec::new(),
+        }
+    }
+
+    pub fn error(plugin: Option<&str>, reason: impl Into<String>) -> Self {
+        Outcome {
+            status: Status::Error,
+            plugin: plugin.map(str::to_owned),
+            reason: Some(reason.into()),
+            transactions: Vec::new(),
+        }
+    }
+}
+
+pub const NO_PLUGIN_CLAIMS: &str = "no plugin claims this message";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} invalid rule file entr{}:\n{}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<RuleError>),
+}
+
+/// All plugins, in the order they are tried: by id, built-in ones overridden by same-named files.
+pub struct Registry {
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+impl Registry {
+    /// The built-in plugins plus every `*.toml` in `folder`, which adds plugins or replaces a
+    /// built-in one of the same id. Every invalid file is reported, not just the first.
+    pub fn load(folder: Option<&Path>) -> Result<Registry, LoadError> {
+        let mut sources: Vec<(String, String, String)> = builtin::EMBEDDED
+            .iter()
+            .map(|(id, text)| {
+                (
+                    format!("parsers/{id}.toml (built in)"),
+                    (*id).to_owned(),
+                    (*text).to_owned(),
+                )
+            })
+            .collect();
+        if let Some(folder) = folder {
+            for (file, id, text) in read_folder(folder)? {
+                sources.retain(|(_, existing, _)| existing != &id);
+                sources.push((file, id, text));
+            }
+        }
+        sources.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
+        let mut errors = Vec::new();
+        for (file, id, text) in sources {
+            match rules::compile(&file, &id, &text) {
+                Ok(rules) => plugins.push(Box::new(rules)),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Registry { plugins })
+        } else {
+            Err(LoadError::Rules(errors))
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().map(|p| p.id())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&dyn Plugin> {
+        self.plugins
+            .iter()
+            .find(|p| p.id() == id)
+            .map(|p| p.as_ref())
+    }
+
+    /// Parses raw RFC 822 bytes. Never fails: unreadable input is an `error` outcome.
+    pub fn parse_email(&self, raw: &[u8]) -> Outcome {
+        match Email::parse(raw) {
+            Ok(email) => self.parse_parsed_email(&email),
+            Err(e) => Outcome::error(None, e.to_string()),
+        }
+    }
+
+    /// Mail is claimed by its own sender when a plugin takes it (delivered directly or
+    /// auto-forwarded); otherwise by the sender of the original inside a forward. Checking the
+    /// outer sender first means text inside a genuine notification (a payment note, say) can never
+    /// pose as a forward from someone else.
+    pub fn parse_parsed_email(&self, email: &Email) -> Outcome {
+        let links: &[String] = &email.links;
+        let direct = EmailView {
+            from: email.envelope.from.as_deref().unwrap_or(""),
+            subject: &email.envelope.subject,
+            body: email.body_text().unwrap_or(""),
+            text: email
+                .text
+                .as_deref()
+                .or(email.html_text.as_deref())
+                .unwrap_or(""),
+            html: email.html_text.as_deref().unwrap_or(""),
+            links,
+            headers: &email.headers,
+            sent: email.envelope.date,
+        };
+        if let Some(plugin) = self.claimant(direct.from, direct.subject) {
+            return plugin.parse_email(&direct);
+        }
+        match &email.original {
+            Some(Original::Attached(inner)) => {
+                // The attachment is a whole message; parse it as if it had arrived itself.
+                match self.parse_parsed_email(inner) {
+                    outcome if outcome.status == Status::Unmatched && outcome.plugin.is_none() => {
+                        Outcome::unmatched(None, NO_PLUGIN_CLAIMS)
+                    }
+                    outcome => outcome,
+                }
+            }
+            Some(Original::Quoted(original)) => {
+                let from = original.from.as_deref().unwrap_or("");
+                let subject = original.subject.as_str();
+                match self.claimant(from, subject) {
+                    Some(plugin) => plugin.parse_email(&EmailView {
+                        from,
+                        subject,
+                        sent: original.date.or(direct.sent),
+                        ..direct
+                    }),
+                    None => Outcome::unmatched(None, NO_PLUGIN_CLAIMS),
+                }
+            }
+            None => Outcome::unmatched(None, NO_PLUGIN_CLAIMS),
+        }
+    }
+
+    /// Parses a webhook body for the named plugin.
+    pub fn parse_webhook(
+        &self,
+        plugin: &str,
+        headers: Vec<(String, String)>,
+        raw: &[u8],
+    ) -> Outcome {
+        let Some(p) = self.get(plugin) else {
+            return Outcome::error(None, format!("unknown plugin {plugin:?}"));
+        };
+        if p.kind() != Kind::Webhook {
+            return Outcome::error(
+                Some(plugin),
+                format!("plugin {plugin:?} parses email, not webhooks"),
+            );
+        }
+        match Webhook::parse(headers, raw) {
+            Ok(hook) => p.parse_webhook(&hook),
+            Err(e) => Outcome::error(Some(plugin), e.to_string()),
+        }
+    }
+
+    fn claimant(&self, sender: &str, subject: &str) -> Option<&dyn Plugin> {
+        if sender.is_empty() {
+            return None;
+        }
+        self.plugins
+            .iter()
+            .find(|p| p.claims(sender, subject))
+            .map(|p| p.as_ref())
+    }
+}
+
+fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError> {
+    let folder_err = |source| LoadError::Folder {
+        path: folder.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(folder_err)? {
+        let path = entry.map_err(folder_err)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let file = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push((file, id, text)),
+            Err(e) => errors.push(RuleError {
+                file,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(LoadError::Rules(errors))
+    }
+}
