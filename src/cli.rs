@@ -1,4 +1,4 @@
-//! The command line: `lm-ingest parse`, `lm-ingest check`.
+//! The command line: `lm-ingest parse`, `inspect` and `check`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use crate::message::{Email, Envelope, MessageTime, Original};
 use crate::parse::{Outcome, Registry};
 use crate::settings::Settings;
 
@@ -35,6 +36,12 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Show what rules can match in an email: sender, subject, date, rendered body, links.
+    Inspect {
+        /// An RFC 822 message; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Validate the configuration and every parser rule file.
     Check {
         #[arg(long)]
@@ -51,6 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
             files,
         } => parse(config.as_deref(), webhook.as_deref(), &files),
         Command::Check { config } => check(config.as_deref()),
+        Command::Inspect { file } => inspect(&file),
     }
 }
 
@@ -150,4 +158,50 @@ fn check(config: Option<&Path>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn inspect(file: &Path) -> ExitCode {
+    let bytes = match read_input(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lm-ingest: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let email = match Email::parse(&bytes) {
+        Ok(email) => email,
+        Err(e) => {
+            eprintln!("lm-ingest: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let envelope = |e: &Envelope| {
+        serde_json::json!({
+            "from": e.from,
+            "subject": e.subject,
+            "date": e.date.map(|d| match d {
+                MessageTime::Utc(t) => t.to_rfc3339(),
+                MessageTime::Local(t) => format!("{t} (local, no zone)"),
+            }),
+        })
+    };
+    let original = match &email.original {
+        Some(Original::Attached(inner)) => {
+            Some(serde_json::json!({"attached": envelope(&inner.envelope)}))
+        }
+        Some(Original::Quoted(e)) => Some(serde_json::json!({"quoted": envelope(e)})),
+        None => None,
+    };
+    let shown = serde_json::json!({
+        "envelope": envelope(&email.envelope),
+        "original": original,
+        "body": email.body_text(),
+        "text": email.text,
+        "links": email.links,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    ExitCode::SUCCESS
 }

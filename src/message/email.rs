@@ -166,10 +166,8 @@ fn collect_bodies(part: &ParsedMail<'_>, depth: usize, out: &mut Bodies) {
                 .starts_with("attachment")
         });
     match mimetype.as_str() {
-        "message/rfc822" => {
-            if out.attached_message.is_none() {
-                out.attached_message = part.get_body_raw().ok();
-            }
+        "message/rfc822" if out.attached_message.is_none() => {
+            out.attached_message = part.get_body_raw().ok();
         }
         _ if mimetype.starts_with("multipart/") => {
             for sub in &part.subparts {

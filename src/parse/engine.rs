@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::rules::{
-    normalize_space, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template,
+    normalize_space, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template, Test,
     DEFAULT_DATE_FORMATS,
 };
 use super::{Outcome, Plugin};
@@ -81,7 +81,7 @@ impl RuleSet {
             {
                 continue;
             }
-            for f in &template.optional {
+            for f in self.optional.iter().chain(&template.optional) {
                 find(f, input, &mut captures);
             }
             return match self.build(template, &captures, sent) {
@@ -207,10 +207,18 @@ impl RuleSet {
     }
 }
 
-/// Runs one finder; on a match adds its captures (trimmed, whitespace collapsed) and returns true.
+/// Runs one finder; when it passes, adds its captures (trimmed, whitespace collapsed) and returns
+/// true. A negated finder passes when its test fails and never captures.
 fn find(finder: &Finder, input: &Input<'_>, captures: &mut Captures) -> bool {
-    match finder {
-        Finder::Regex {
+    if finder.negate {
+        return !test(&finder.test, input, &mut Captures::new());
+    }
+    test(&finder.test, input, captures)
+}
+
+fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
+    match test {
+        Test::Regex {
             source,
             header,
             regex,
@@ -245,7 +253,7 @@ fn find(finder: &Finder, input: &Input<'_>, captures: &mut Captures) -> bool {
             }
             true
         }
-        Finder::Pointer {
+        Test::Pointer {
             pointer,
             capture,
             regex,

@@ -48,6 +48,9 @@ struct RuleFile {
     claim: ClaimSpec,
     #[serde(default)]
     ignore: Vec<IgnoreSpec>,
+    /// Finders tried for every template, before the template's own.
+    #[serde(default)]
+    optional: Vec<FinderSpec>,
     #[serde(default)]
     template: Vec<TemplateSpec>,
 }
@@ -119,6 +122,8 @@ struct FinderSpec {
     capture: Option<String>,
     equals: Option<Vec<String>>,
     exists: Option<bool>,
+    #[serde(default)]
+    negate: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,8 +178,16 @@ pub enum Source {
     Header,
 }
 
+/// A test on a message, and what it captures when it passes.
 #[derive(Debug, Clone)]
-pub enum Finder {
+pub struct Finder {
+    pub test: Test,
+    /// Passes when the test fails (and captures nothing).
+    pub negate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Test {
     /// A regex over part of an email (or a webhook header); named groups are captures.
     Regex {
         source: Source,
@@ -267,6 +280,7 @@ pub struct RuleSet {
     pub senders: Vec<SenderRule>,
     pub subjects: Vec<Regex>,
     pub ignore: Vec<IgnoreRule>,
+    pub optional: Vec<Finder>,
     pub templates: Vec<Template>,
 }
 
@@ -393,6 +407,8 @@ impl Compiler<'_> {
                 }
             })
             .collect();
+        let optional = self.finders("optional", spec.kind, spec.optional);
+        let shared: BTreeSet<String> = optional.iter().flat_map(capture_names).collect();
         if spec.template.is_empty() {
             self.err("template", "a plugin needs at least one [[template]]");
         }
@@ -408,7 +424,7 @@ impl Compiler<'_> {
                         format!("{:?} is used twice", t.name),
                     );
                 }
-                self.template(&format!("template[{i}]"), spec.kind, t)
+                self.template(&format!("template[{i}]"), spec.kind, &shared, t)
             })
             .collect();
         RuleSet {
@@ -422,6 +438,7 @@ impl Compiler<'_> {
             senders,
             subjects,
             ignore,
+            optional,
             templates,
         }
     }
@@ -527,6 +544,18 @@ impl Compiler<'_> {
     }
 
     fn finder(&mut self, path: &str, kind: Kind, f: FinderSpec) -> Option<Finder> {
+        let negate = f.negate;
+        if negate && f.capture.is_some() {
+            self.err(
+                &format!("{path}.capture"),
+                "a negated finder captures nothing",
+            );
+        }
+        let test = self.test(path, kind, f)?;
+        Some(Finder { test, negate })
+    }
+
+    fn test(&mut self, path: &str, kind: Kind, f: FinderSpec) -> Option<Test> {
         match (&f.source, &f.pointer) {
             (Some(_), Some(_)) => {
                 self.err(
@@ -567,7 +596,7 @@ impl Compiler<'_> {
                     return None;
                 };
                 let regex = self.regex(&format!("{path}.regex"), pattern)?;
-                Some(Finder::Regex {
+                Some(Test::Regex {
                     source,
                     header,
                     regex,
@@ -607,7 +636,7 @@ impl Compiler<'_> {
                         "`exists = false` cannot be combined with capture, equals or regex",
                     );
                 }
-                Some(Finder::Pointer {
+                Some(Test::Pointer {
                     pointer: pointer.clone(),
                     capture: f.capture,
                     regex,
@@ -618,7 +647,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn template(&mut self, path: &str, kind: Kind, t: TemplateSpec) -> Template {
+    fn template(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        shared: &BTreeSet<String>,
+        t: TemplateSpec,
+    ) -> Template {
         if t.require.is_empty() {
             self.err(
                 &format!("{path}.require"),
@@ -631,6 +666,7 @@ impl Compiler<'_> {
             .iter()
             .chain(&optional)
             .flat_map(capture_names)
+            .chain(shared.iter().cloned())
             .collect();
         let mut field = |name: &str,
                          written: Option<String>,
@@ -757,9 +793,12 @@ fn valid_capture_name(name: &str) -> bool {
 }
 
 fn capture_names(f: &Finder) -> Vec<String> {
-    match f {
-        Finder::Regex { regex, .. } => regex.capture_names().flatten().map(str::to_owned).collect(),
-        Finder::Pointer { capture, regex, .. } => capture
+    if f.negate {
+        return Vec::new();
+    }
+    match &f.test {
+        Test::Regex { regex, .. } => regex.capture_names().flatten().map(str::to_owned).collect(),
+        Test::Pointer { capture, regex, .. } => capture
             .iter()
             .cloned()
             .chain(
