@@ -12,14 +12,25 @@ use serde::Deserialize;
 
 use crate::money::normalize_currency;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {field}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
     pub file: String,
     /// Where in the file, as a path such as `template[1].require[0].regex`; empty for the file.
     pub field: String,
     pub message: String,
 }
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
