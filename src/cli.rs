@@ -1,4 +1,4 @@
-//! The command line: `lm-ingest parse`, `inspect` and `check`.
+//! The command line: `lm-ingest serve`, `parse`, `inspect` and `check`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: receive emails and webhooks over HTTP and store them durably.
+    Serve {
+        /// Configuration file (default: $LM_INGEST_CONFIG, if set).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Parse emails (or webhook bodies) offline and print one JSON line per input.
     Parse {
         /// Configuration file (default: $LM_INGEST_CONFIG, if set).
@@ -52,6 +58,7 @@ pub enum Command {
 /// Exit codes: 0 all inputs read, 1 invalid rules found by `check`, 2 usage, configuration or I/O.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
         Command::Parse {
             config,
             webhook,
@@ -204,4 +211,36 @@ fn inspect(file: &Path) -> ExitCode {
         serde_json::to_string_pretty(&shown).unwrap_or_default()
     );
     ExitCode::SUCCESS
+}
+
+fn serve(config: Option<&Path>) -> ExitCode {
+    init_logging();
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lm-ingest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // actix-web's System is a tokio runtime; its HTTP workers run on threads of their own.
+    match actix_web::rt::System::new().block_on(crate::server::serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("lm-ingest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `LM_INGEST_LOG` (or `RUST_LOG`) filters them, default `info`.
+fn init_logging() {
+    let filter = std::env::var("LM_INGEST_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

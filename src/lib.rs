@@ -2,8 +2,12 @@
 //! data-driven plugins, and delivers them to Lunch Money.
 
 pub mod cli;
+pub mod inbound;
 pub mod message;
 pub mod money;
 pub mod parse;
+pub mod server;
 pub mod settings;
+pub mod store;
 pub mod transaction;
+pub mod verify;

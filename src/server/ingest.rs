@@ -1,0 +1,161 @@
+//! The pipeline every ingest route shares once a request is authenticated and read: parse,
+//! commit to the store, answer with what happened.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::web::Bytes;
+use actix_web::HttpResponse;
+use chrono::Utc;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::inbound::{body_key, Extracted, Malformed, Payload};
+use crate::parse::{Outcome, Registry};
+use crate::settings::{BodyLimits, MailgunSettings};
+use crate::store::{MessageStatus, NewMessage, Store};
+use crate::verify::Verifier;
+
+/// Parsing bodies larger than this moves off the HTTP worker so other requests are not held up.
+const INLINE_PARSE_LIMIT: usize = 256 * 1024;
+
+pub struct HookSource {
+    pub verifier: Box<dyn Verifier>,
+    /// A header carrying a shared secret: never stored with the message.
+    pub secret_header: Option<String>,
+}
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub limits: BodyLimits,
+    /// `/inbound/email` and hook plugins with no configuration.
+    pub bearer: Box<dyn Verifier>,
+    pub postmark: Box<dyn Verifier>,
+    pub sendgrid: Box<dyn Verifier>,
+    pub mailgun: MailgunSettings,
+    pub hooks: HashMap<String, HookSource>,
+    pub default_hook: HookSource,
+}
+
+/// A request that passed authentication.
+pub struct Accepted {
+    pub route: &'static str,
+    pub source: Option<String>,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl AppState {
+    /// Extracts (with `extract`), parses and stores a request, then answers.
+    pub async fn ingest<F>(&self, request: Accepted, extract: F) -> Result<HttpResponse, ApiError>
+    where
+        F: FnOnce(&[u8]) -> Result<Extracted, Malformed> + Send + 'static,
+    {
+        self.metrics.received(request.route);
+        let registry = Arc::clone(&self.registry);
+        let body = request.body.clone();
+        let source = request.source.clone();
+        let work = move || read(&registry, source.as_deref(), &body, extract);
+        let (outcome, dedupe_key, meta) = if request.body.len() > INLINE_PARSE_LIMIT {
+            actix_web::web::block(work)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("parser stopped: {e}")))?
+        } else {
+            work()
+        };
+        let status = match &outcome {
+            Ok(parsed) => MessageStatus::from_outcome(parsed.status),
+            Err(_) => MessageStatus::Rejected,
+        };
+        let (plugin, reason, transactions) = match outcome {
+            Ok(parsed) => (parsed.plugin, parsed.reason, parsed.transactions),
+            Err(malformed) => (None, Some(malformed.0), Vec::new()),
+        };
+        let receipt = self
+            .store
+            .ingest(NewMessage {
+                received_at: Utc::now(),
+                route: request.route.to_owned(),
+                source: request.source,
+                dedupe_key,
+                content_type: request.content_type,
+                raw: request.body.to_vec(),
+                meta,
+                status,
+                plugin: plugin.clone(),
+                reason: reason.clone(),
+                transactions,
+            })
+            .await?;
+        let label = if receipt.duplicate {
+            "duplicate"
+        } else {
+            metric_status(receipt.status)
+        };
+        self.metrics
+            .outcome(request.route, plugin.as_deref(), label);
+        tracing::info!(
+            route = request.route,
+            id = receipt.id,
+            status = label,
+            plugin = plugin.as_deref().unwrap_or(""),
+            transactions = receipt.transactions,
+            new_transactions = receipt.new_transactions,
+            "message stored"
+        );
+        if receipt.status == MessageStatus::Rejected {
+            return Err(ApiError::Rejected {
+                id: receipt.id,
+                reason: reason.unwrap_or_else(|| "rejected".into()),
+            });
+        }
+        let answered = if receipt.duplicate {
+            "duplicate"
+        } else {
+            receipt.status.as_str()
+        };
+        Ok(HttpResponse::Ok().json(json!({
+            "id": receipt.id,
+            "status": answered,
+            "stored_status": receipt.status,
+            "plugin": plugin,
+            "reason": reason,
+            "transactions": receipt.transactions,
+            "new_transactions": receipt.new_transactions,
+        })))
+    }
+}
+
+type Read = (Result<Outcome, Malformed>, String, serde_json::Value);
+
+/// Extraction and parsing, on whichever thread the caller chose.
+fn read<F>(registry: &Registry, source: Option<&str>, body: &[u8], extract: F) -> Read
+where
+    F: FnOnce(&[u8]) -> Result<Extracted, Malformed>,
+{
+    match extract(body) {
+        Ok(extracted) => {
+            let outcome = match (&extracted.payload, source) {
+                (Payload::Email(email), _) => registry.parse_parsed_email(email),
+                (Payload::Webhook(hook), Some(plugin)) => match registry.get(plugin) {
+                    Some(p) => p.parse_webhook(hook),
+                    None => Outcome::error(None, format!("unknown plugin {plugin:?}")),
+                },
+                (Payload::Webhook(_), None) => Outcome::error(None, "webhook without a plugin"),
+            };
+            (Ok(outcome), extracted.dedupe_key, extracted.meta)
+        }
+        // Unreadable input is still kept (once, by its bytes) so it can be looked at.
+        Err(malformed) => (Err(malformed), body_key(body), json!({})),
+    }
+}
+
+fn metric_status(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Queued => "parsed",
+        other => other.as_str(),
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP service: `Application::build` takes settings and a bound listener (tests bind
+//! 127.0.0.1:0), `run_until_stopped` serves until SIGTERM/SIGINT, lets in-flight requests finish,
+//! then closes the store.
+
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::json;
+
+use self::ingest::{AppState, HookSource};
+use self::metrics::Metrics;
+use crate::parse::{Kind, LoadError, Registry};
+use crate::settings::{HookAuth, Secret, Settings};
+use crate::store::{Store, StoreError};
+use crate::verify::{self, AuthError, BasicAuth, BearerToken, Verifier};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Plugins(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ingest token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("hooks.{plugin}: {why}")]
+    Hook { plugin: String, why: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Arc<Store>,
+}
+
+impl Application {
+    pub fn build(settings: &Settings, listener: TcpListener) -> Result<Application, StartError> {
+        let registry = Arc::new(Registry::load(settings.parsers.dir.as_deref())?);
+        let store = Arc::new(Store::open(&settings.store.path)?);
+        let token = ingest_token(settings)?;
+        let state = web::Data::new(app_state(settings, &registry, &store, &token)?);
+        if settings.dry_run() {
+            tracing::info!("dry run: no Lunch Money token is set, so messages are stored and parsed but nothing is posted");
+        }
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/inbound/email", web::post().to(routes::email::handle))
+                .route("/inbound/mailgun", web::post().to(routes::mailgun::handle))
+                .route(
+                    "/inbound/postmark",
+                    web::post().to(routes::postmark::handle),
+                )
+                .route(
+                    "/inbound/sendgrid",
+                    web::post().to(routes::sendgrid::handle),
+                )
+                .route("/hooks/{plugin}", web::post().to(routes::hooks::handle))
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::health::metrics))
+                .default_service(web::to(not_found))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Listen {
+                addr: settings.server.listen.clone(),
+                source,
+            })?
+            .run();
+        Ok(Application {
+            port,
+            server,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until stopped by a signal (or the handle), then closes the store, committing anything
+    /// still queued.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        match Arc::try_unwrap(self.store) {
+            Ok(store) => {
+                if let Err(e) = tokio::task::spawn_blocking(move || store.close())
+                    .await
+                    .unwrap_or(Ok(()))
+                {
+                    tracing::error!(error = %e, "closing the store failed");
+                }
+            }
+            // Workers still hold it (they are gone after a graceful stop; this is a timeout):
+            // acknowledged data is committed already, so dropping is safe.
+            Err(_) => tracing::warn!("store still in use at shutdown; dropping it"),
+        }
+        tracing::info!("stopped");
+        served
+    }
+
+    /// A handle that can stop the server (tests use it for graceful shutdown).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "error": "not_found", "reason": "no such route" }))
+}
+
+fn app_state(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    store: &Arc<Store>,
+    token: &Secret,
+) -> Result<AppState, StartError> {
+    let basic_or_token = |basic: &crate::settings::BasicAuthSettings| -> Box<dyn Verifier> {
+        match &basic.username {
+            Some(username) if !basic.password.is_empty() => Box::new(BasicAuth {
+                username: username.clone(),
+                password: basic.password.clone(),
+            }),
+            _ => Box::new(BearerToken(token.clone())),
+        }
+    };
+    let mut hooks = HashMap::new();
+    for (plugin, auth) in &settings.hooks {
+        let hook_error = |why: String| StartError::Hook {
+            plugin: plugin.clone(),
+            why,
+        };
+        match registry.get(plugin) {
+            Some(p) if p.kind() == Kind::Webhook => {}
+            Some(_) => {
+                return Err(hook_error(
+                    "is an email plugin, not a webhook plugin".into(),
+                ))
+            }
+            None => {
+                return Err(hook_error(format!(
+                    "no such plugin; known: {}",
+                    registry.ids().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+        if *auth == HookAuth::None {
+            tracing::warn!(
+                plugin,
+                "webhook plugin accepts unauthenticated requests (scheme = \"none\")"
+            );
+        }
+        let verifier =
+            verify::hook_verifier(auth, token).map_err(|e: AuthError| hook_error(e.to_string()))?;
+        let secret_header = match auth {
+            HookAuth::Header { header, .. } => Some(header.to_ascii_lowercase()),
+            _ => None,
+        };
+        hooks.insert(
+            plugin.clone(),
+            HookSource {
+                verifier,
+                secret_header,
+            },
+        );
+    }
+    Ok(AppState {
+        registry: Arc::clone(registry),
+        store: Arc::clone(store),
+        metrics: Metrics::default(),
+        limits: settings.server.limits.clone(),
+        bearer: Box::new(BearerToken(token.clone())),
+        postmark: basic_or_token(&settings.postmark),
+        sendgrid: basic_or_token(&settings.sendgrid),
+        mailgun: settings.mailgun.clone(),
+        hooks,
+        default_hook: HookSource {
+            verifier: Box::new(BearerToken(token.clone())),
+            secret_header: None,
+        },
+    })
+}
+
+/// The configured ingest token, or the one generated on first start and kept (mode 0600) in
+/// `ingest-token` beside the store. Its value is never logged; only where it is.
+fn ingest_token(settings: &Settings) -> Result<Secret, StartError> {
+    if !settings.ingest.token.is_empty() {
+        return Ok(settings.ingest.token.clone());
+    }
+    let folder = settings
+        .store
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = folder.join("ingest-token");
+    let file_error = |source| StartError::TokenFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 16 => return Ok(Secret::new(text.trim())),
+        Ok(_) => {
+            return Err(file_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "shorter than 16 characters; delete it to generate a new one",
+            )))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(file_error)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(file_error)?;
+    file.write_all(token.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(file_error)?;
+    tracing::info!(path = %path.display(), "generated an ingest token (set ingest.token to choose your own)");
+    Ok(Secret::new(token))
+}
+
+/// Binds the configured address and serves: what `lm-ingest serve` runs.
+pub async fn serve(settings: Settings) -> Result<(), StartError> {
+    let listener =
+        TcpListener::bind(&settings.server.listen).map_err(|source| StartError::Listen {
+            addr: settings.server.listen.clone(),
+            source,
+        })?;
+    let app = Application::build(&settings, listener)?;
+    tracing::info!(listen = %settings.server.listen, store = %settings.store.path.display(), "serving");
+    app.run_until_stopped()
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.server.listen.clone(),
+            source,
+        })
+}

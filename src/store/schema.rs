@@ -1,0 +1,147 @@
+//! Connection settings and the versioned schema.
+//!
+//! The schema version lives in `PRAGMA user_version`. Migrations are forward-only: `MIGRATIONS[i]`
+//! takes a database from version `i` to `i + 1`, and each runs in its own `BEGIN IMMEDIATE`
+//! transaction together with the version bump, so a crash mid-migration leaves the old version.
+//! Never edit a released migration; append a new one.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// How long a connection waits for another one's lock before giving up with `SQLITE_BUSY`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// After a checkpoint, a WAL file larger than this is truncated back to it.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Version 1: messages (raw request + parse result), the transaction outbox, replay tokens and
+/// the readiness row.
+///
+/// Beyond the design sketch it adds CHECK constraints on the closed vocabularies (route,
+/// content type, status, state), on `meta` being JSON, and on `external_id` fitting Lunch Money's
+/// 1..=75 characters, plus an index for forgetting old replay tokens.
+const V1: &str = r#"
+CREATE TABLE messages (
+  id INTEGER PRIMARY KEY,
+  received_at TEXT NOT NULL,
+  route TEXT NOT NULL CHECK (route IN ('email', 'mailgun', 'postmark', 'sendgrid', 'hook')),
+  source TEXT,
+  dedupe_key TEXT NOT NULL UNIQUE CHECK (dedupe_key <> ''),
+  content_type TEXT NOT NULL,           -- the request's own Content-Type: its body is stored as received
+  raw BLOB NOT NULL,
+  meta TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(meta)),
+  status TEXT NOT NULL CHECK (status IN ('queued', 'ignored', 'unmatched', 'failed', 'rejected')),
+  plugin TEXT,
+  reason TEXT,
+  parsed_at TEXT NOT NULL
+);
+CREATE INDEX messages_by_status ON messages(status, received_at);
+
+CREATE TABLE transactions (
+  id INTEGER PRIMARY KEY,
+  message_id INTEGER NOT NULL REFERENCES messages(id),
+  external_id TEXT NOT NULL UNIQUE CHECK (length(external_id) BETWEEN 1 AND 75),
+  plugin TEXT NOT NULL,
+  body TEXT NOT NULL CHECK (json_valid(body)),
+  state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT,
+  claimed_until TEXT,
+  last_error TEXT,
+  lunchmoney_id INTEGER,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX transactions_pending ON transactions(state, next_attempt_at);
+CREATE INDEX transactions_by_message ON transactions(message_id);
+
+CREATE TABLE replay_tokens (
+  scope TEXT NOT NULL,
+  token TEXT NOT NULL,
+  seen_at INTEGER NOT NULL,
+  PRIMARY KEY (scope, token)
+);
+CREATE INDEX replay_tokens_by_age ON replay_tokens(scope, seen_at);
+
+CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL);
+"#;
+
+/// Every migration, oldest first. The schema version a build understands is `MIGRATIONS.len()`.
+const MIGRATIONS: &[&str] = &[V1];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Settings for the writer connection: WAL, a fsync on every commit, enforced foreign keys.
+pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "cannot switch the database to WAL mode (it stays in {mode:?} mode)"
+        )));
+    }
+    // FULL: in WAL mode every commit fsyncs the WAL, so an acknowledged request survives power loss.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    let _: i64 = conn.query_row(
+        &format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}"),
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(())
+}
+
+/// Settings for the read-only connection.
+pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA query_only = ON;")?;
+    Ok(())
+}
+
+/// Brings the schema up to `SCHEMA_VERSION`, refusing a database written by a newer build.
+pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match migrate_one(conn) {
+            Ok(true) => conn.execute_batch("COMMIT")?,
+            Ok(false) => {
+                conn.execute_batch("COMMIT")?;
+                return Ok(());
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Applies the next migration inside the caller's transaction; `Ok(false)` when up to date. The
+/// version is read under the write lock, so two processes opening a new file never both migrate.
+fn migrate_one(conn: &Connection) -> Result<bool, StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "negative schema version {version}"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(false);
+    }
+    conn.execute_batch(MIGRATIONS[version as usize])?;
+    conn.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
+    Ok(true)
+}

@@ -1,0 +1,346 @@
+//! The writer thread: the only code that writes to the database.
+//!
+//! It blocks for one job, drains whatever else is already queued (up to `MAX_BATCH`), and runs
+//! them all in one `BEGIN IMMEDIATE` … `COMMIT`, each inside its own savepoint so a failing job is
+//! rolled back alone and gets its own error. Replies are sent only after `COMMIT` returned, so an
+//! acknowledgement always means the data is fsync'd. Many requests share one fsync (group commit).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{timestamp, MessageStatus, NewMessage, Receipt, StoreError};
+
+/// Most jobs committed together; bounds the latency one batch adds and the transaction's size.
+pub(crate) const MAX_BATCH: usize = 512;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(crate) enum Job {
+    Ingest {
+        message: Box<NewMessage>,
+        parsed_at: String,
+        reply: Reply<Receipt>,
+    },
+    Token {
+        scope: String,
+        token: String,
+        now_unix: i64,
+        forget_before: i64,
+        reply: Reply<bool>,
+    },
+    Ping {
+        reply: Reply<()>,
+    },
+    /// Tests only: runs on the writer connection outside any transaction, before the next batch
+    /// is drained (so a closure that blocks lets jobs pile up into one batch).
+    #[cfg(test)]
+    Exec(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// A job that has run inside the open transaction, holding its result until the commit decides
+/// whether that result stands.
+enum Finished {
+    Ingest(Reply<Receipt>, Result<Receipt, StoreError>),
+    Token(Reply<bool>, Result<bool, StoreError>),
+    Ping(Reply<()>, Result<(), StoreError>),
+}
+
+impl Finished {
+    fn is_ok(&self) -> bool {
+        match self {
+            Finished::Ingest(_, r) => r.is_ok(),
+            Finished::Token(_, r) => r.is_ok(),
+            Finished::Ping(_, r) => r.is_ok(),
+        }
+    }
+
+    /// The batch did not commit: a success becomes `error`; a job's own failure stays its own.
+    fn fail(self, error: StoreError) -> Finished {
+        match self {
+            Finished::Ingest(tx, r) => Finished::Ingest(tx, r.and(Err(error))),
+            Finished::Token(tx, r) => Finished::Token(tx, r.and(Err(error))),
+            Finished::Ping(tx, r) => Finished::Ping(tx, r.and(Err(error))),
+        }
+    }
+
+    /// A caller that stopped waiting (its future was dropped) is not an error here.
+    fn deliver(self) {
+        match self {
+            Finished::Ingest(tx, r) => drop(tx.send(r)),
+            Finished::Token(tx, r) => drop(tx.send(r)),
+            Finished::Ping(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+/// The thread body. Returns when every sender is gone and the queue is empty, after a final
+/// `wal_checkpoint(TRUNCATE)`.
+pub(crate) fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+) -> Result<(), StoreError> {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        #[cfg(test)]
+        let first = match first {
+            Job::Exec(f) => {
+                f(&conn);
+                continue;
+            }
+            job => job,
+        };
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                #[cfg(test)]
+                Ok(job @ Job::Exec(_)) => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch, &counters);
+    }
+    // Every queued job is committed: fold the WAL back into the database and empty it.
+    let (busy, _, _): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    if busy != 0 {
+        tracing::warn!("store: final WAL checkpoint was blocked by a reader; the WAL stays");
+    }
+    conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>, counters: &Counters) {
+    counters
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let mut finished = Vec::with_capacity(batch.len());
+    let outcome = execute_batch(conn, batch, &mut finished);
+    let outcome = outcome.and_then(|()| conn.execute_batch("COMMIT"));
+    match outcome {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            for f in finished {
+                f.deliver();
+            }
+        }
+        Err(e) => {
+            tracing::error!("store: batch of {} not committed: {e}", finished.len());
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for f in finished {
+                f.fail(batch_error(&e)).deliver();
+            }
+        }
+    }
+}
+
+/// Runs every job inside one open transaction. An `Err` means the transaction itself is broken
+/// (it could not begin, a savepoint could not be managed, or SQLite rolled it back on its own);
+/// every job, run or not, is then in `finished` with the result it must not keep.
+fn execute_batch(
+    conn: &Connection,
+    batch: Vec<Job>,
+    finished: &mut Vec<Finished>,
+) -> rusqlite::Result<()> {
+    let mut jobs = batch.into_iter();
+    let mut broken = conn.execute_batch("BEGIN IMMEDIATE").err();
+    for job in jobs.by_ref() {
+        if let Some(e) = &broken {
+            finished.push(not_run(job, batch_error(e)));
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            finished.push(not_run(job, batch_error(&e)));
+            broken = Some(e);
+            continue;
+        }
+        let done = execute(conn, job);
+        let ok = done.is_ok();
+        finished.push(done);
+        // SQLite rolls the whole transaction back by itself on some errors (disk full, I/O).
+        if conn.is_autocommit() {
+            broken = Some(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the transaction was rolled back by SQLite".to_owned()),
+            ));
+            continue;
+        }
+        let end = if ok {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = end {
+            broken = Some(e);
+        }
+    }
+    match broken {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn not_run(job: Job, error: StoreError) -> Finished {
+    match job {
+        Job::Ingest { reply, .. } => Finished::Ingest(reply, Err(error)),
+        Job::Token { reply, .. } => Finished::Token(reply, Err(error)),
+        Job::Ping { reply } => Finished::Ping(reply, Err(error)),
+        #[cfg(test)]
+        Job::Exec(_) => unreachable!("Exec jobs never enter a batch"),
+    }
+}
+
+fn execute(conn: &Connection, job: Job) -> Finished {
+    match job {
+        Job::Ingest {
+            message,
+            parsed_at,
+            reply,
+        } => Finished::Ingest(reply, ingest(conn, &message, &parsed_at)),
+        Job::Token {
+            scope,
+            token,
+            now_unix,
+            forget_before,
+            reply,
+        } => Finished::Token(
+            reply,
+            remember_token(conn, &scope, &token, now_unix, forget_before),
+        ),
+        Job::Ping { reply } => Finished::Ping(reply, ping(conn)),
+        #[cfg(test)]
+        Job::Exec(_) => unreachable!("Exec jobs never enter a batch"),
+    }
+}
+
+/// One `StoreError` per waiting request for a failure they all share (`rusqlite::Error` is not
+/// `Clone`): SQLite's own failures keep their code, anything else is carried as text.
+fn batch_error(e: &rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        other => StoreError::Commit(other.to_string()),
+    }
+}
+
+fn ingest(conn: &Connection, m: &NewMessage, parsed_at: &str) -> Result<Receipt, StoreError> {
+    let meta = serde_json::to_string(&m.meta)?;
+    let inserted: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO messages (received_at, route, source, dedupe_key, content_type, raw, meta,
+                                   status, plugin, reason, parsed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (dedupe_key) DO NOTHING
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                timestamp(m.received_at),
+                m.route,
+                m.source,
+                m.dedupe_key,
+                m.content_type,
+                m.raw,
+                meta,
+                m.status.as_str(),
+                m.plugin,
+                m.reason,
+                parsed_at,
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(id) = inserted else {
+        let (id, status): (i64, String) = conn
+            .prepare_cached("SELECT id, status FROM messages WHERE dedupe_key = ?1")?
+            .query_row([&m.dedupe_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        return Ok(Receipt {
+            id,
+            duplicate: true,
+            status: status.parse()?,
+            transactions: m.transactions.len(),
+            new_transactions: 0,
+        });
+    };
+    let mut new_transactions = 0;
+    if m.status == MessageStatus::Queued && !m.transactions.is_empty() {
+        let now = timestamp(Utc::now());
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO transactions (message_id, external_id, plugin, body, state,
+                                       next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)
+             ON CONFLICT (external_id) DO NOTHING",
+        )?;
+        for t in &m.transactions {
+            let plugin = if t.plugin.is_empty() {
+                m.plugin.as_deref().unwrap_or_default()
+            } else {
+                t.plugin.as_str()
+            };
+            let body = serde_json::to_string(t)?;
+            new_transactions += insert.execute(params![id, t.external_id, plugin, body, now])?;
+        }
+    }
+    Ok(Receipt {
+        id,
+        duplicate: false,
+        status: m.status,
+        transactions: m.transactions.len(),
+        new_transactions,
+    })
+}
+
+/// Forgets the scope's tokens older than `forget_before` first, then records this one, so a
+/// token is a replay exactly when it was seen at or after `forget_before`.
+fn remember_token(
+    conn: &Connection,
+    scope: &str,
+    token: &str,
+    now_unix: i64,
+    forget_before: i64,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached("DELETE FROM replay_tokens WHERE scope = ?1 AND seen_at < ?2")?
+        .execute(params![scope, forget_before])?;
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO replay_tokens (scope, token, seen_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, token) DO NOTHING",
+        )?
+        .execute(params![scope, token, now_unix])?;
+    Ok(added == 1)
+}
+
+pub(crate) fn ping(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+    )?
+    .execute([timestamp(Utc::now())])?;
+    Ok(())
+}

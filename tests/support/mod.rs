@@ -1,0 +1,150 @@
+//! Starts the real server on 127.0.0.1:0 with a temporary store, as every integration test does.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use lm_ingest::server::Application;
+use lm_ingest::settings::{BasicAuthSettings, HookAuth, Secret, Settings};
+
+pub const TOKEN: &str = "test-ingest-token-0123456789";
+pub const MAILGUN_KEY: &str = "key-mailgun-test";
+pub const HMAC_SECRET: &str = "hmac-secret";
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const QUERY_SECRET: &str = "query-secret-abc";
+
+/// A webhook plugin for tests: `/hooks/testbank` and friends all use this rule file.
+pub const BANK_RULES: &str = r#"
+kind = "webhook"
+currency = "eur"
+tags = ["bank"]
+[[ignore]]
+reason = "not a transaction event"
+when = [{ pointer = "/type", equals = ["transaction.created"], negate = true }]
+[[template]]
+name = "created"
+require = [
+  { pointer = "/data/id", capture = "id" },
+  { pointer = "/data/amount", capture = "amount" },
+  { pointer = "/data/date", capture = "date" },
+]
+optional = [{ pointer = "/data/payee", capture = "payee" }]
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub handle: actix_web::dev::ServerHandle,
+    pub join: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("data/lm-ingest.db")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Stops the server gracefully and waits until the store is closed.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.handle.stop(true).await;
+        self.join.await.unwrap().unwrap();
+        self.dir
+    }
+}
+
+pub fn settings_for(dir: &Path) -> Settings {
+    let parsers = dir.join("parsers");
+    std::fs::create_dir_all(&parsers).unwrap();
+    for id in ["testbank", "stdbank", "hmacbank", "querybank"] {
+        std::fs::write(parsers.join(format!("{id}.toml")), BANK_RULES).unwrap();
+    }
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    settings.store.path = dir.join("data/lm-ingest.db");
+    settings.ingest.token = Secret::new(TOKEN);
+    settings.parsers.dir = Some(parsers);
+    settings.mailgun.signing_key = Secret::new(MAILGUN_KEY);
+    settings.postmark = BasicAuthSettings {
+        username: Some("postmark".into()),
+        password: Secret::new("pm-password"),
+    };
+    settings.hooks.insert(
+        "stdbank".into(),
+        HookAuth::StandardWebhooks {
+            secret: Secret::new(WHSEC),
+            tolerance_secs: 300,
+        },
+    );
+    settings.hooks.insert(
+        "hmacbank".into(),
+        HookAuth::Hmac {
+            header: "X-Signature".into(),
+            secret: Secret::new(HMAC_SECRET),
+            encoding: Default::default(),
+            prefix: "sha256=".into(),
+            timestamp_header: None,
+            id_header: None,
+            tolerance_secs: 300,
+        },
+    );
+    settings.hooks.insert(
+        "querybank".into(),
+        HookAuth::Query {
+            secret: Secret::new(QUERY_SECRET),
+        },
+    );
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings_for(dir.path());
+    adjust(&mut settings);
+    spawn_in(dir, settings)
+}
+
+pub fn spawn_in(dir: tempfile::TempDir, settings: Settings) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = Application::build(&settings, listener).expect("server starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let join = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        dir,
+        client: reqwest::Client::new(),
+        handle,
+        join,
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/venmo")
+            .join(name),
+    )
+    .unwrap()
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
