@@ -409,3 +409,20 @@ fn bad_configuration_names_the_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir"));
 }
+
+#[test]
+fn the_documented_example_configuration_is_valid() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -65,6 +65,11 @@ impl Application {
                 .app_data(state.clone())
                 .route("/inbound/email", web::post().to(routes::email::handle))
                 .route("/inbound/mailgun", web::post().to(routes::mailgun::handle))
+                // Mailgun posts the raw message (`body-mime`) only to URLs ending in "mime".
+                .route(
+                    "/inbound/mailgun/mime",
+                    web::post().to(routes::mailgun::handle),
+                )
                 .route(
                     "/inbound/postmark",
                     web::post().to(routes::postmark::handle),
