@@ -1,4 +1,4 @@
-//! The command line: `lm-ingest serve`, `parse`, `inspect` and `check`.
+//! The command line: `lm-ingest serve`, `parse`, `inspect`, `messages` and `check`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use crate::inbound::stored::reextract;
+use crate::inbound::{Extracted, Payload};
 use crate::message::{Email, Envelope, MessageTime, Original};
 use crate::parse::{Outcome, Registry};
 use crate::settings::Settings;
+use crate::store::{MessageStatus, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +51,21 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// List stored messages (newest first), or show one with `--id`.
+    Messages {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only messages with this status: queued, ignored, unmatched, failed or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show this message: what rules see (sender, subject, body), or with `--raw` its bytes.
+        #[arg(long)]
+        id: Option<i64>,
+        #[arg(long, requires = "id")]
+        raw: bool,
+    },
     /// Validate the configuration and every parser rule file.
     Check {
         #[arg(long)]
@@ -66,6 +84,13 @@ pub fn run(cli: Cli) -> ExitCode {
         } => parse(config.as_deref(), webhook.as_deref(), &files),
         Command::Check { config } => check(config.as_deref()),
         Command::Inspect { file } => inspect(&file),
+        Command::Messages {
+            config,
+            status,
+            limit,
+            id,
+            raw,
+        } => messages(config.as_deref(), status.as_deref(), limit, id, raw),
     }
 }
 
@@ -182,30 +207,7 @@ fn inspect(file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let envelope = |e: &Envelope| {
-        serde_json::json!({
-            "from": e.from,
-            "subject": e.subject,
-            "date": e.date.map(|d| match d {
-                MessageTime::Utc(t) => t.to_rfc3339(),
-                MessageTime::Local(t) => format!("{t} (local, no zone)"),
-            }),
-        })
-    };
-    let original = match &email.original {
-        Some(Original::Attached(inner)) => {
-            Some(serde_json::json!({"attached": envelope(&inner.envelope)}))
-        }
-        Some(Original::Quoted(e)) => Some(serde_json::json!({"quoted": envelope(e)})),
-        None => None,
-    };
-    let shown = serde_json::json!({
-        "envelope": envelope(&email.envelope),
-        "original": original,
-        "body": email.body_text(),
-        "text": email.text,
-        "links": email.links,
-    });
+    let shown = email_view(&email);
     println!(
         "{}",
         serde_json::to_string_pretty(&shown).unwrap_or_default()
@@ -243,4 +245,117 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// What rules can match in an email, as `inspect` and `messages --id` show it.
+fn email_view(email: &Email) -> serde_json::Value {
+    let envelope = |e: &Envelope| {
+        serde_json::json!({
+            "from": e.from,
+            "subject": e.subject,
+            "date": e.date.map(|d| match d {
+                MessageTime::Utc(t) => t.to_rfc3339(),
+                MessageTime::Local(t) => format!("{t} (local, no zone)"),
+            }),
+        })
+    };
+    let original = match &email.original {
+        Some(Original::Attached(inner)) => {
+            Some(serde_json::json!({"attached": envelope(&inner.envelope)}))
+        }
+        Some(Original::Quoted(e)) => Some(serde_json::json!({"quoted": envelope(e)})),
+        None => None,
+    };
+    serde_json::json!({
+        "envelope": envelope(&email.envelope),
+        "original": original,
+        "body": email.body_text(),
+        "text": email.text,
+        "links": email.links,
+    })
+}
+
+fn messages(
+    config: Option<&Path>,
+    status: Option<&str>,
+    limit: usize,
+    id: Option<i64>,
+    raw: bool,
+) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("lm-ingest: {e}");
+        ExitCode::from(2)
+    };
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let status = match status.map(str::parse::<MessageStatus>).transpose() {
+        Ok(s) => s,
+        Err(_) => {
+            return fail("--status is one of queued, ignored, unmatched, failed, rejected".into())
+        }
+    };
+    if !settings.store.path.exists() {
+        return fail(format!("no store at {}", settings.store.path.display()));
+    }
+    let store = match Store::open(&settings.store.path) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let ids = match id {
+        Some(id) => vec![id],
+        None => match store.message_ids(status, limit) {
+            Ok(ids) => ids,
+            Err(e) => return fail(e.to_string()),
+        },
+    };
+    let detail = id.is_some();
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        let message = match store.message(id) {
+            Ok(Some(m)) => m,
+            Ok(None) => return fail(format!("no message {id}")),
+            Err(e) => return fail(e.to_string()),
+        };
+        if raw {
+            let _ = out.write_all(&message.raw);
+            continue;
+        }
+        let extracted = reextract(&message);
+        let email = match &extracted {
+            Ok(Extracted {
+                payload: Payload::Email(email),
+                ..
+            }) => Some(email),
+            _ => None,
+        };
+        let sender = email.map(|e| e.original_envelope().unwrap_or(&e.envelope));
+        let mut line = serde_json::json!({
+            "id": message.id,
+            "received_at": message.received_at,
+            "route": message.route,
+            "source": message.source,
+            "status": message.status,
+            "plugin": message.plugin,
+            "reason": message.reason,
+            "from": sender.and_then(|e| e.from.clone()),
+            "subject": sender.map(|e| e.subject.clone()),
+        });
+        let text = if detail {
+            if let Some(email) = email {
+                line["message"] = email_view(email);
+            }
+            serde_json::to_string_pretty(&line)
+        } else {
+            serde_json::to_string(&line)
+        };
+        if writeln!(out, "{}", text.unwrap_or_default()).is_err() {
+            break;
+        }
+    }
+    if let Err(e) = store.close() {
+        return fail(e.to_string());
+    }
+    ExitCode::SUCCESS
 }

@@ -780,3 +780,168 @@ fn bad_configuration_stops_start_up_naming_the_problem() {
         "hooks.venmo: is an email plugin, not a webhook plugin"
     );
 }
+
+#[tokio::test]
+async fn stored_input_from_every_route_reads_back_as_it_arrived() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let mime = String::from_utf8(fixture("new-you-paid.eml")).unwrap();
+    let mut ids = Vec::new();
+    let (_, body) = post_email(&app, fixture("old-paid-you.eml"), TOKEN).await;
+    ids.push(body["id"].as_i64().unwrap());
+    let response = app
+        .client
+        .post(app.url("/inbound/mailgun"))
+        .form(&mailgun_form(
+            &[("body-mime", &mime)],
+            now,
+            "tok-r",
+            MAILGUN_KEY,
+        ))
+        .send()
+        .await
+        .unwrap();
+    ids.push(
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap(),
+    );
+    let postmark = json!({"FromFull": {"Email": "venmo@venmo.com", "Name": "Venmo"}, "Subject": "Lee Ames paid you $12.00", "Date": "Wed, 06 Mar 2024 20:00:00 +0000", "MessageID": "pm-r", "HtmlBody": "<p>Lee Ames paid You</p><p>Mar 06, 2024 PST · + $12.00</p><p>Payment ID: 2222333344445555666</p>"});
+    let response = app
+        .client
+        .post(app.url("/inbound/postmark"))
+        .header("Authorization", basic("postmark", "pm-password"))
+        .json(&postmark)
+        .send()
+        .await
+        .unwrap();
+    ids.push(
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap(),
+    );
+    let form = reqwest::multipart::Form::new().text(
+        "email",
+        String::from_utf8(fixture("fwd-gmail.eml")).unwrap(),
+    );
+    let response = app
+        .client
+        .post(app.url("/inbound/sendgrid"))
+        .header("Authorization", basic("sg", TOKEN))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    ids.push(
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap(),
+    );
+    let hook = json!({"type": "transaction.created", "data": {"id": "r1", "amount": "2.00", "date": "2024-03-08"}});
+    let response = app
+        .client
+        .post(app.url("/hooks/testbank"))
+        .bearer_auth(TOKEN)
+        .header("X-Trace", "kept")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
+    ids.push(
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap(),
+    );
+
+    let store_path = app.store_path();
+    let _dir = app.stop().await;
+    let store = Store::open(&store_path).unwrap();
+    let registry = lm_ingest::parse::Registry::load(Some(&_dir.path().join("parsers"))).unwrap();
+    for id in ids {
+        let stored = store.message(id).unwrap().unwrap();
+        assert!(
+            !stored.meta.to_string().contains(TOKEN),
+            "credentials are never stored"
+        );
+        let again = lm_ingest::inbound::stored::reextract(&stored).unwrap();
+        assert_eq!(
+            again.dedupe_key, stored.dedupe_key,
+            "{} message {id}",
+            stored.route
+        );
+        let outcome = match &again.payload {
+            lm_ingest::inbound::Payload::Email(email) => registry.parse_parsed_email(email),
+            lm_ingest::inbound::Payload::Webhook(hook) => registry
+                .get(stored.source.as_deref().unwrap())
+                .unwrap()
+                .parse_webhook(hook),
+        };
+        assert_eq!(
+            MessageStatus::from_outcome(outcome.status),
+            stored.status,
+            "{} message {id}",
+            stored.route
+        );
+        assert_eq!(
+            outcome.transactions,
+            store
+                .transactions_of(id)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.transaction)
+                .collect::<Vec<_>>()
+        );
+    }
+    let hook = store.message(5).unwrap().unwrap();
+    assert!(hook.meta["headers"].to_string().contains("x-trace"));
+    assert!(!hook.meta["headers"].to_string().contains("authorization"));
+}
+
+#[tokio::test]
+async fn messages_command_lists_and_shows_stored_mail() {
+    let app = spawn_app().await;
+    let confirmation = b"From: Gmail Team <forwarding-noreply@google.com>\r\nSubject: (#123456789) Gmail Forwarding Confirmation\r\nDate: Wed, 06 Mar 2024 20:00:00 +0000\r\nMessage-ID: <confirm@google.com>\r\n\r\nConfirmation code: 123456789\r\n".to_vec();
+    let (_, body) = post_email(&app, confirmation, TOKEN).await;
+    assert_eq!(body["status"], "unmatched");
+    post_email(&app, fixture("old-you-paid.eml"), TOKEN).await;
+    let store_path = app.store_path();
+    let _dir = app.stop().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lm-ingest"))
+            .env_remove("LM_INGEST_CONFIG")
+            .env("LM_INGEST__STORE__PATH", &store_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["messages", "--status", "unmatched"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["from"], "forwarding-noreply@google.com");
+    assert_eq!(
+        lines[0]["subject"],
+        "(#123456789) Gmail Forwarding Confirmation"
+    );
+    let out = run(&["messages", "--id", &lines[0]["id"].to_string()]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(shown["message"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Confirmation code: 123456789"));
+    let out = run(&["messages", "--id", &lines[0]["id"].to_string(), "--raw"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("From: Gmail Team"));
+    let out = run(&["messages"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let out = run(&["messages", "--status", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}

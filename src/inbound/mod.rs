@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
+pub mod stored;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -23,10 +23,13 @@ pub enum ApiError {
     UnknownPlugin(String),
     #[error("the store cannot take the message right now; retry later")]
     Store(#[from] StoreError),
+    /// The parser's worker pool is gone: the server is stopping.
+    #[error("the service is shutting down; retry later")]
+    ShuttingDown,
 }
 
 impl ApiError {
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::TooLarge { .. } => "too_large",
@@ -34,6 +37,7 @@ impl ApiError {
             ApiError::Rejected { .. } => "rejected",
             ApiError::UnknownPlugin(_) => "unknown_plugin",
             ApiError::Store(_) => "store_unavailable",
+            ApiError::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -46,7 +50,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) | ApiError::Rejected { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
             // Providers retry on 5xx, which is what a full disk or a stopping store needs.
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

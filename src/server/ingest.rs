@@ -62,7 +62,7 @@ impl AppState {
         let (outcome, dedupe_key, meta) = if request.body.len() > INLINE_PARSE_LIMIT {
             actix_web::web::block(work)
                 .await
-                .map_err(|e| ApiError::BadRequest(format!("parser stopped: {e}")))?
+                .map_err(|_| ApiError::ShuttingDown)?
         } else {
             work()
         };

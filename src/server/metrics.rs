@@ -22,7 +22,7 @@ impl Metrics {
         *lock(&self.outcomes).entry(key).or_default() += 1;
     }
 
-    /// `reason`: unauthorized, too_large, bad_request, unknown_plugin, store_unavailable.
+    /// `reason`: the error code of the answer (`ApiError::code`).
     pub fn refused(&self, route: &'static str, reason: &'static str) {
         *lock(&self.refused).entry((route, reason)).or_default() += 1;
     }

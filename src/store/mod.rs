@@ -432,6 +432,24 @@ impl Store {
     }
 
     /// `(status, count)` for every status with at least one message, sorted by status.
+    /// Ids of stored messages, newest first, optionally only those with `status`.
+    pub fn message_ids(
+        &self,
+        status: Option<MessageStatus>,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM messages WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            rusqlite::params![status.map(MessageStatus::as_str), limit],
+            |row| row.get(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn count_messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(

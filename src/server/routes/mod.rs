@@ -77,14 +77,6 @@ pub async fn read_body(
 
 /// Counts a refused request before it is answered.
 pub fn refused(state: &AppState, route: &'static str, error: ApiError) -> ApiError {
-    let reason = match &error {
-        ApiError::Unauthorized(_) => "unauthorized",
-        ApiError::TooLarge { .. } => "too_large",
-        ApiError::BadRequest(_) => "bad_request",
-        ApiError::Rejected { .. } => "rejected",
-        ApiError::UnknownPlugin(_) => "unknown_plugin",
-        ApiError::Store(_) => "store_unavailable",
-    };
-    state.metrics.refused(route, reason);
+    state.metrics.refused(route, error.code());
     error
 }
