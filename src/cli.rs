@@ -66,10 +66,42 @@ pub enum Command {
         #[arg(long, requires = "id")]
         raw: bool,
     },
-    /// Validate the configuration and every parser rule file.
+    /// Validate the configuration and every parser rule file, then the Lunch Money token and the
+    /// mapped accounts, categories and tags.
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Only the local checks: no requests to Lunch Money.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// The delivery queue: counts by state, oldest pending, last error, dead letters, and what a
+    /// dry run would post.
+    Outbox {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Move dead letters back to pending: all of them, or those named with --id.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Transaction ids (from `lm-ingest outbox`); repeatable. None: every dead letter.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
+    /// Run today's parsers over stored raw input and queue what is new or changed.
+    Reparse {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// First day (UTC) of stored input to re-parse, YYYY-MM-DD.
+        #[arg(long)]
+        since: chrono::NaiveDate,
+        /// Only this plugin's messages (and unmatched or failed ones it now claims).
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Show the differences without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -82,7 +114,15 @@ pub fn run(cli: Cli) -> ExitCode {
             webhook,
             files,
         } => parse(config.as_deref(), webhook.as_deref(), &files),
-        Command::Check { config } => check(config.as_deref()),
+        Command::Check { config, offline } => check(config.as_deref(), offline),
+        Command::Outbox { config } => outbox(config.as_deref()),
+        Command::Replay { config, ids } => replay(config.as_deref(), ids),
+        Command::Reparse {
+            config,
+            since,
+            plugin,
+            dry_run,
+        } => reparse(config.as_deref(), since, plugin.as_deref(), dry_run),
         Command::Inspect { file } => inspect(&file),
         Command::Messages {
             config,
@@ -171,7 +211,7 @@ fn read_input(file: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn check(config: Option<&Path>) -> ExitCode {
+fn check(config: Option<&Path>, offline: bool) -> ExitCode {
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -179,10 +219,65 @@ fn check(config: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Registry::load(settings.parsers.dir.as_deref()) {
-        Ok(registry) => {
-            let ids: Vec<&str> = registry.ids().collect();
-            println!("ok: {} plugins: {}", ids.len(), ids.join(", "));
+    let registry = match Registry::load(settings.parsers.dir.as_deref()) {
+        Ok(registry) => registry,
+        Err(e) => {
+            eprintln!("lm-ingest: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let ids: Vec<&str> = registry.ids().collect();
+    println!("ok: {} plugins: {}", ids.len(), ids.join(", "));
+    if offline {
+        return ExitCode::SUCCESS;
+    }
+    let findings = match runtime() {
+        Ok(rt) => rt.block_on(crate::ops::check_lunchmoney(&settings, &registry)),
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for finding in findings {
+        failed |= finding.level == "error";
+        println!("{}: {}", finding.level, finding.message);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Opens the configured store for an operator command.
+fn open_store(config: Option<&Path>) -> Result<(Settings, Store), ExitCode> {
+    let fail = |e: String| {
+        eprintln!("lm-ingest: {e}");
+        ExitCode::from(2)
+    };
+    let settings = Settings::load(config).map_err(|e| fail(e.to_string()))?;
+    if !settings.store.path.exists() {
+        return Err(fail(format!(
+            "no store at {}",
+            settings.store.path.display()
+        )));
+    }
+    let store = Store::open(&settings.store.path).map_err(|e| fail(e.to_string()))?;
+    Ok((settings, store))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("lm-ingest: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn print_json(value: &impl Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -192,27 +287,67 @@ fn check(config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn inspect(file: &Path) -> ExitCode {
-    let bytes = match read_input(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("lm-ingest: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+/// Runs `op` on the store, closes it, and prints the result.
+fn with_store<T: Serialize>(
+    config: Option<&Path>,
+    op: impl FnOnce(&Settings, &Store) -> Result<T, String>,
+) -> ExitCode {
+    let (settings, store) = match open_store(config) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    let email = match Email::parse(&bytes) {
-        Ok(email) => email,
-        Err(e) => {
-            eprintln!("lm-ingest: {}: {e}", file.display());
-            return ExitCode::from(2);
+    let result = op(&settings, &store);
+    let closed = store.close();
+    match (result, closed) {
+        (Ok(value), Ok(())) => print_json(&value),
+        (Err(e), _) => {
+            eprintln!("lm-ingest: {e}");
+            ExitCode::from(1)
         }
-    };
-    let shown = email_view(&email);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&shown).unwrap_or_default()
-    );
-    ExitCode::SUCCESS
+        (_, Err(e)) => {
+            eprintln!("lm-ingest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn outbox(config: Option<&Path>) -> ExitCode {
+    with_store(config, |settings, store| {
+        let registry =
+            Registry::load(settings.parsers.dir.as_deref()).map_err(|e| e.to_string())?;
+        crate::ops::outbox_report(store, settings, &registry).map_err(|e| e.to_string())
+    })
+}
+
+fn replay(config: Option<&Path>, ids: Vec<i64>) -> ExitCode {
+    with_store(config, |_, store| {
+        let rt = runtime().map_err(|_| "no runtime".to_string())?;
+        let ids = if ids.is_empty() { None } else { Some(ids) };
+        let moved = rt.block_on(store.replay(ids)).map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({ "replayed": moved }))
+    })
+}
+
+fn reparse(
+    config: Option<&Path>,
+    since: chrono::NaiveDate,
+    plugin: Option<&str>,
+    dry_run: bool,
+) -> ExitCode {
+    with_store(config, |settings, store| {
+        let registry =
+            Registry::load(settings.parsers.dir.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(p) = plugin {
+            if registry.get(p).is_none() {
+                return Err(format!("unknown plugin {p:?}"));
+            }
+        }
+        let rt = runtime().map_err(|_| "no runtime".to_string())?;
+        rt.block_on(crate::ops::reparse(
+            store, &registry, since, plugin, dry_run,
+        ))
+        .map_err(|e| e.to_string())
+    })
 }
 
 fn serve(config: Option<&Path>) -> ExitCode {
@@ -245,6 +380,29 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+fn inspect(file: &Path) -> ExitCode {
+    let bytes = match read_input(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lm-ingest: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let email = match Email::parse(&bytes) {
+        Ok(email) => email,
+        Err(e) => {
+            eprintln!("lm-ingest: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let shown = email_view(&email);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    ExitCode::SUCCESS
 }
 
 /// What rules can match in an email, as `inspect` and `messages --id` show it.

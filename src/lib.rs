@@ -2,9 +2,11 @@
 //! data-driven plugins, and delivers them to Lunch Money.
 
 pub mod cli;
+pub mod deliver;
 pub mod inbound;
 pub mod message;
 pub mod money;
+pub mod ops;
 pub mod parse;
 pub mod server;
 pub mod settings;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub hooks: BTreeMap<String, HookAuth>,
     #[serde(default)]
     pub lunchmoney: LunchMoneySettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 /// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
@@ -225,16 +227,119 @@ pub enum SignatureEncoding {
 pub struct LunchMoneySettings {
     /// API token. Unset: dry run — messages are stored and parsed, nothing is posted.
     pub token: Secret,
-    pub base_url: String,
+    /// Which API to post to.
+    pub api: ApiVersion,
+    /// Unset: `https://api.lunchmoney.dev` for v2, `https://dev.lunchmoney.app` for v1.
+    pub base_url: Option<String>,
+    /// Lunch Money allows about 100 requests a minute per client, v1 and v2 together.
+    pub requests_per_minute: u32,
+    /// Transactions per insert request (the API takes at most 500).
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+    /// Longest wait between retries of a failing transaction.
+    pub max_backoff_secs: u64,
+    /// Mapping for sources with no entry of their own in `sources`.
+    pub defaults: SourceMapping,
+    /// Mapping per source (plugin id): where its transactions go in Lunch Money.
+    pub sources: BTreeMap<String, SourceMapping>,
 }
 
 impl Default for LunchMoneySettings {
     fn default() -> Self {
         LunchMoneySettings {
             token: Secret::default(),
-            base_url: "https://api.lunchmoney.dev".into(),
+            api: ApiVersion::V2,
+            base_url: None,
+            requests_per_minute: 100,
+            batch_size: 500,
+            timeout_secs: 30,
+            max_backoff_secs: 900,
+            defaults: SourceMapping::default(),
+            sources: BTreeMap::new(),
         }
     }
+}
+
+impl LunchMoneySettings {
+    pub fn base_url(&self) -> &str {
+        match (&self.base_url, self.api) {
+            (Some(url), _) => url.trim_end_matches('/'),
+            (None, ApiVersion::V2) => "https://api.lunchmoney.dev",
+            (None, ApiVersion::V1) => "https://dev.lunchmoney.app",
+        }
+    }
+
+    /// The mapping for `source`: its own entry, field by field over `defaults`.
+    pub fn mapping(&self, source: &str) -> SourceMapping {
+        let own = self.sources.get(source);
+        let d = &self.defaults;
+        SourceMapping {
+            account: own
+                .and_then(|m| m.account.clone())
+                .or_else(|| d.account.clone()),
+            category: own
+                .and_then(|m| m.category.clone())
+                .or_else(|| d.category.clone()),
+            tags: {
+                let mut tags = d.tags.clone();
+                for tag in own.map(|m| m.tags.as_slice()).unwrap_or_default() {
+                    if !tags.contains(tag) {
+                        tags.push(tag.clone());
+                    }
+                }
+                tags
+            },
+            status: own.and_then(|m| m.status).or(d.status),
+            apply_rules: own.and_then(|m| m.apply_rules).or(d.apply_rules),
+            skip_duplicates: own.and_then(|m| m.skip_duplicates).or(d.skip_duplicates),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVersion {
+    #[default]
+    V2,
+    V1,
+}
+
+/// Where a source's transactions go. Names are resolved to ids through the API once and cached.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceMapping {
+    /// The manual account (v2) or asset (v1), by name or id. Unset: a cash transaction, which
+    /// Lunch Money cannot deduplicate by `external_id`.
+    pub account: Option<NameOrId>,
+    /// A category (never a category group), by name or id.
+    pub category: Option<NameOrId>,
+    /// Tags added to the plugin's own; missing ones are created.
+    pub tags: Vec<String>,
+    pub status: Option<ReviewStatus>,
+    pub apply_rules: Option<bool>,
+    pub skip_duplicates: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NameOrId {
+    Id(i64),
+    Name(String),
+}
+
+/// v2's `reviewed`/`unreviewed`; sent to v1 as `cleared`/`uncleared`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewStatus {
+    Reviewed,
+    Unreviewed,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for the operator's `/admin/*` routes. Unset: those routes are refused.
+    pub token: Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,13 +427,27 @@ impl Settings {
                 _ => {}
             }
         }
-        if !self.lunchmoney.base_url.starts_with("http://")
-            && !self.lunchmoney.base_url.starts_with("https://")
-        {
+        let lm = &self.lunchmoney;
+        if !lm.base_url().starts_with("http://") && !lm.base_url().starts_with("https://") {
             return bad(
                 "lunchmoney.base_url",
-                format!("{:?} is not an http(s) URL", self.lunchmoney.base_url),
+                format!("{:?} is not an http(s) URL", lm.base_url()),
             );
+        }
+        if !(1..=500).contains(&lm.batch_size) {
+            return bad(
+                "lunchmoney.batch_size",
+                "must be 1 to 500 (the API's limit)".into(),
+            );
+        }
+        if lm.requests_per_minute == 0 {
+            return bad(
+                "lunchmoney.requests_per_minute",
+                "must be at least 1".into(),
+            );
+        }
+        if !self.admin.token.is_empty() && self.admin.token.expose().len() < 16 {
+            return bad("admin.token", "must be at least 16 characters".into());
         }
         Ok(())
     }
@@ -351,6 +470,39 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn source_mappings_fall_back_to_defaults_field_by_field() {
+        let settings: Settings = toml::from_str(
+            r#"
+            [lunchmoney.defaults]
+            category = "Transfers"
+            tags = ["imported"]
+            status = "unreviewed"
+            [lunchmoney.sources.venmo]
+            account = "Venmo"
+            tags = ["p2p", "imported"]
+            apply_rules = true
+            [lunchmoney.sources.bank]
+            account = 42
+            category = 7
+            "#,
+        )
+        .unwrap();
+        let venmo = settings.lunchmoney.mapping("venmo");
+        assert_eq!(venmo.account, Some(NameOrId::Name("Venmo".into())));
+        assert_eq!(venmo.category, Some(NameOrId::Name("Transfers".into())));
+        assert_eq!(venmo.tags, vec!["imported", "p2p"]);
+        assert_eq!(venmo.status, Some(ReviewStatus::Unreviewed));
+        assert_eq!(venmo.apply_rules, Some(true));
+        let bank = settings.lunchmoney.mapping("bank");
+        assert_eq!(
+            (bank.account, bank.category),
+            (Some(NameOrId::Id(42)), Some(NameOrId::Id(7)))
+        );
+        assert_eq!(settings.lunchmoney.mapping("other").account, None);
+        assert_eq!(settings.lunchmoney.base_url(), "https://api.lunchmoney.dev");
     }
 
     #[test]

@@ -334,6 +334,23 @@ sign = "-"
 fn check_reports_every_bad_rule_with_file_and_field() {
     let out = bin().arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "ok: 1 plugins: venmo");
+    // With no token and no mapping, check says what that means rather than failing.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: source venmo: no account mapped")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: no Lunch Money token")),
+        "{stdout}"
+    );
+    let out = bin().args(["check", "--offline"]).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "ok: 1 plugins: venmo"

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::inbound::{body_key, Extracted, Malformed, Payload};
 use crate::parse::{Outcome, Registry};
-use crate::settings::{BodyLimits, MailgunSettings};
+use crate::settings::{BodyLimits, MailgunSettings, Settings};
 use crate::store::{MessageStatus, NewMessage, Store};
 use crate::verify::Verifier;
 
@@ -38,6 +38,9 @@ pub struct AppState {
     pub mailgun: MailgunSettings,
     pub hooks: HashMap<String, HookSource>,
     pub default_hook: HookSource,
+    /// `None` when no admin token is set: the admin routes are refused.
+    pub admin: Option<Box<dyn Verifier>>,
+    pub settings: Settings,
 }
 
 /// A request that passed authentication.

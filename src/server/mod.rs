@@ -19,6 +19,7 @@ use serde_json::json;
 
 use self::ingest::{AppState, HookSource};
 use self::metrics::Metrics;
+use crate::deliver::{self, Outbox};
 use crate::parse::{Kind, LoadError, Registry};
 use crate::settings::{HookAuth, Secret, Settings};
 use crate::store::{Store, StoreError};
@@ -37,6 +38,8 @@ pub enum StartError {
     },
     #[error("hooks.{plugin}: {why}")]
     Hook { plugin: String, why: String },
+    #[error("lunchmoney: {0}")]
+    Outbox(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -48,6 +51,8 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Arc<Store>,
+    /// `None` in a dry run (no Lunch Money token).
+    outbox: Option<Outbox>,
 }
 
 impl Application {
@@ -56,9 +61,18 @@ impl Application {
         let store = Arc::new(Store::open(&settings.store.path)?);
         let token = ingest_token(settings)?;
         let state = web::Data::new(app_state(settings, &registry, &store, &token)?);
-        if settings.dry_run() {
+        let outbox = if settings.dry_run() {
             tracing::info!("dry run: no Lunch Money token is set, so messages are stored and parsed but nothing is posted");
-        }
+            None
+        } else {
+            for source in deliver::sources_without_account(&settings.lunchmoney, &registry) {
+                tracing::warn!(source, "no Lunch Money account mapped (lunchmoney.sources.{source}.account): its transactions go in as cash, which Lunch Money cannot deduplicate by external_id");
+            }
+            Some(
+                Outbox::new(Arc::clone(&store), &settings.lunchmoney)
+                    .map_err(|e| StartError::Outbox(e.to_string()))?,
+            )
+        };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -82,6 +96,9 @@ impl Application {
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::health::metrics))
+                .route("/admin/outbox", web::get().to(routes::admin::outbox))
+                .route("/admin/replay", web::post().to(routes::admin::replay))
+                .route("/admin/reparse", web::post().to(routes::admin::reparse))
                 .default_service(web::to(not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
@@ -99,6 +116,7 @@ impl Application {
             port,
             server,
             store,
+            outbox,
         })
     }
 
@@ -109,7 +127,16 @@ impl Application {
     /// Serves until stopped by a signal (or the handle), then closes the store, committing anything
     /// still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = self.outbox.map(|outbox| tokio::spawn(outbox.run(stopped)));
         let served = self.server.await;
+        // The HTTP side has drained; let the worker finish the insert it may have in flight.
+        let _ = stop.send(true);
+        if let Some(worker) = worker {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "the outbox worker failed");
+            }
+        }
         match Arc::try_unwrap(self.store) {
             Ok(store) => {
                 if let Err(e) = tokio::task::spawn_blocking(move || store.close())
@@ -206,6 +233,9 @@ fn app_state(
             verifier: Box::new(BearerToken(token.clone())),
             secret_header: None,
         },
+        admin: (!settings.admin.token.is_empty())
+            .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
+        settings: settings.clone(),
     })
 }
 

@@ -13,11 +13,20 @@
 //!   message carried it.
 //! - **Reads** (`message`, `transactions_of`, …) use a separate read-only connection; WAL lets
 //!   them run while the writer commits.
+//! - **Outbox.** Each transaction row is `pending` until delivered (`delivered`) or given up on
+//!   (`dead`, the dead letter). A delivery worker leases due rows with [`Store::claim_pending`]
+//!   and settles them with `mark_delivered` / `mark_retry` / `mark_dead` / `release`; a lease
+//!   that runs out (the worker crashed or restarted) makes the row claimable again. Writes that
+//!   queue something new wake the worker through [`Store::queued_signal`]. See `outbox.rs`.
+//!
+//! Times are stored as RFC 3339 text, UTC, with microseconds (see [`timestamp`]), so they compare
+//! and sort correctly as text.
 //!
 //! Shutdown: [`Store::close`] drains and commits everything queued, checkpoints the WAL and joins
 //! the writer. Dropping a `Store` without closing it lets the writer finish the queue in the
 //! background without waiting for it; nothing acknowledged can be lost either way.
 
+mod outbox;
 mod schema;
 mod writer;
 
@@ -34,13 +43,14 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::parse::Status;
 use crate::transaction::Transaction;
 
+pub use outbox::{Claimed, OutboxSummary, ReparseResult};
 pub use schema::SCHEMA_VERSION;
-use writer::{Counters, Job};
+use writer::{Counters, Job, Op};
 
 /// Requests that can wait for the writer before `ingest` callers are made to wait for room.
 const QUEUE_CAPACITY: usize = 1024;
@@ -71,6 +81,12 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The thing asked for (e.g. a message to re-parse) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The caller asked for something that cannot be (e.g. an unknown transaction state).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 /// What was decided about a message.
@@ -196,8 +212,19 @@ pub struct StoredTransaction {
     pub transaction: Transaction,
     /// `pending`, `delivered` or `dead`.
     pub state: String,
+    /// Failed delivery attempts (reset to 0 by a replay or a re-parse that revives a dead row).
     pub attempts: i64,
+    /// The latest delivery error; kept through a replay for the record, cleared on delivery.
     pub last_error: Option<String>,
+    /// Lunch Money's id for it, once delivered (when the API returned one).
+    pub lunchmoney_id: Option<i64>,
+    /// When it is next due (RFC 3339); `None` once delivered or dead.
+    pub next_attempt_at: Option<String>,
+    /// RFC 3339, UTC, microseconds.
+    pub created_at: String,
+    /// RFC 3339, UTC, microseconds: the last change of state, body or error (claims and releases
+    /// are leases, not changes, and leave it alone).
+    pub updated_at: String,
 }
 
 /// Writer activity since open: `requests / commits` is the average group-commit size.
@@ -216,6 +243,8 @@ pub struct Store {
     writer: Option<JoinHandle<Result<(), StoreError>>>,
     reader: Mutex<Connection>,
     counters: Arc<Counters>,
+    /// Woken after a commit that made new transactions pending (see [`Store::queued_signal`]).
+    queued: Arc<Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -279,6 +308,7 @@ impl Store {
             writer: Some(writer),
             reader: Mutex::new(read),
             counters,
+            queued: Arc::new(Notify::new()),
         })
     }
 
@@ -287,14 +317,17 @@ impl Store {
     ///
     /// If the future is dropped after the request was queued, the request is still committed.
     pub async fn ingest(&self, message: NewMessage) -> Result<Receipt, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Ingest {
-            message: Box::new(message),
-            parsed_at: timestamp(Utc::now()),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let parsed_at = timestamp(Utc::now());
+        let queued = Arc::clone(&self.queued);
+        self.write_then(
+            move |conn| writer::ingest(conn, &message, &parsed_at),
+            move |receipt: &Receipt| {
+                if receipt.new_transactions > 0 {
+                    wake(&queued);
+                }
+            },
+        )
+        .await
     }
 
     /// Records a one-time token (e.g. Mailgun's) under `scope`; `Ok(true)` if never seen before,
@@ -307,22 +340,54 @@ impl Store {
         now_unix: i64,
         forget_before: i64,
     ) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Token {
-            scope: scope.to_owned(),
-            token: token.to_owned(),
-            now_unix,
-            forget_before,
-            reply,
+        let (scope, token) = (scope.to_owned(), token.to_owned());
+        self.write(move |conn| {
+            writer::remember_token(conn, &scope, &token, now_unix, forget_before)
         })
-        .await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        .await
     }
 
     /// A real write and commit through the writer (upserts the health row): readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.write(writer::ping).await
+    }
+
+    /// Signalled after every commit that made transactions pending and due (a new message's
+    /// transactions, a `replay`, an `apply_reparse` that queued or revived some). The outbox
+    /// worker waits on it with a timeout: a permit is kept when nobody waits (`notify_one`), so a
+    /// wake-up sent while the worker is busy is not lost; a missed one would only cost latency.
+    pub fn queued_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.queued)
+    }
+
+    /// Runs `work` on the writer thread inside the next batch's transaction (in its own
+    /// savepoint) and resolves with its result once the batch committed.
+    ///
+    /// If the future is dropped after the job was queued, the job still runs and commits.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_then(work, |_: &T| {}).await
+    }
+
+    /// [`Store::write`], plus `committed`, run on the writer thread right after the `COMMIT` that
+    /// made `work`'s successful result durable and before the caller is answered (even when the
+    /// caller stopped waiting). It must be quick and must not block.
+    async fn write_then<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        committed: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Ping { reply }).await?;
+        self.send(Op::job(work, move |result: Result<T, StoreError>| {
+            if let Ok(value) = &result {
+                committed(value);
+            }
+            // A caller that stopped waiting is not an error.
+            let _ = reply.send(result);
+        }))
+        .await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -397,41 +462,9 @@ impl Store {
     /// `external_id` was already queued by an earlier message belongs to that message.
     pub fn transactions_of(&self, message_id: i64) -> Result<Vec<StoredTransaction>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, message_id, plugin, body, state, attempts, last_error
-             FROM transactions WHERE message_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([message_id], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, Option<String>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, message_id, plugin, body, state, attempts, last_error) = row?;
-            let mut transaction: Transaction = serde_json::from_str(&body).map_err(|e| {
-                StoreError::Corrupt(format!("transaction {id}: unreadable body: {e}"))
-            })?;
-            transaction.plugin = plugin;
-            out.push(StoredTransaction {
-                id,
-                message_id,
-                transaction,
-                state,
-                attempts,
-                last_error,
-            });
-        }
-        Ok(out)
+        query_transactions(&conn, "WHERE message_id = ?1 ORDER BY id", [message_id])
     }
 
-    /// `(status, count)` for every status with at least one message, sorted by status.
     /// Ids of stored messages, newest first, optionally only those with `status`.
     pub fn message_ids(
         &self,
@@ -450,6 +483,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// `(status, count)` for every status with at least one message, sorted by status.
     pub fn count_messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
@@ -503,4 +537,64 @@ impl Drop for Store {
 /// The stored form of a time: RFC 3339, UTC, microseconds (sorts as text).
 pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Wakes the outbox worker: the one waiting, or (when none is) the next to wait, through the
+/// stored permit; and any further waiters.
+fn wake(signal: &Notify) {
+    signal.notify_one();
+    signal.notify_waiters();
+}
+
+/// The columns `read_transaction` expects, in order.
+const TRANSACTION_COLUMNS: &str = "id, message_id, plugin, body, state, attempts, last_error, \
+                                   lunchmoney_id, next_attempt_at, created_at, updated_at";
+
+/// `SELECT <TRANSACTION_COLUMNS> FROM transactions <tail>`, each row decoded.
+fn query_transactions(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredTransaction>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions {tail}"
+    ))?;
+    let rows = stmt.query_map(params, read_transaction)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+/// One row of `TRANSACTION_COLUMNS`; the inner `Err` is an undecodable body.
+fn read_transaction(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<StoredTransaction, StoreError>> {
+    let id: i64 = row.get(0)?;
+    let body: String = row.get(3)?;
+    let transaction = match decode_transaction(id, &body, row.get(2)?) {
+        Ok(transaction) => transaction,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(StoredTransaction {
+        id,
+        message_id: row.get(1)?,
+        transaction,
+        state: row.get(4)?,
+        attempts: row.get(5)?,
+        last_error: row.get(6)?,
+        lunchmoney_id: row.get(7)?,
+        next_attempt_at: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    }))
+}
+
+/// A stored body with `plugin` restored from its own column.
+fn decode_transaction(id: i64, body: &str, plugin: String) -> Result<Transaction, StoreError> {
+    let mut transaction: Transaction = serde_json::from_str(body)
+        .map_err(|e| StoreError::Corrupt(format!("transaction {id}: unreadable body: {e}")))?;
+    transaction.plugin = plugin;
+    Ok(transaction)
 }

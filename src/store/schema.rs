@@ -23,6 +23,10 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Beyond the design sketch it adds CHECK constraints on the closed vocabularies (route,
 /// content type, status, state), on `meta` being JSON, and on `external_id` fitting Lunch Money's
 /// 1..=75 characters, plus an index for forgetting old replay tokens.
+///
+/// The outbox indexes (`transactions_by_state`, `transactions_pending`, `transactions_with_error`)
+/// and `messages_by_received` were added in place before any deployment, while version 1 was
+/// still unreleased; a database created before that lacks only those indexes (it works, slower).
 const V1: &str = r#"
 CREATE TABLE messages (
   id INTEGER PRIMARY KEY,
@@ -39,6 +43,7 @@ CREATE TABLE messages (
   parsed_at TEXT NOT NULL
 );
 CREATE INDEX messages_by_status ON messages(status, received_at);
+CREATE INDEX messages_by_received ON messages(received_at);     -- re-parse: messages since
 
 CREATE TABLE transactions (
   id INTEGER PRIMARY KEY,
@@ -55,7 +60,12 @@ CREATE TABLE transactions (
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL
 );
+-- Claim order (pending, oldest first: created_at then rowid), listings by state, counts.
+CREATE INDEX transactions_by_state ON transactions(state, created_at);
+-- The earliest next attempt.
 CREATE INDEX transactions_pending ON transactions(state, next_attempt_at);
+-- The latest error (few rows: pending after a failure, and dead letters).
+CREATE INDEX transactions_with_error ON transactions(updated_at) WHERE last_error IS NOT NULL;
 CREATE INDEX transactions_by_message ON transactions(message_id);
 
 CREATE TABLE replay_tokens (

@@ -171,6 +171,11 @@ async fn a_message_survives_reopening_byte_for_byte() {
         "plugin is not in the body: {body}"
     );
     assert!(next_attempt_at.is_some(), "pending rows are due at once");
+    for t in &txs {
+        assert_eq!(t.lunchmoney_id, None);
+        assert_eq!(t.next_attempt_at.as_deref(), Some(t.created_at.as_str()));
+        assert_eq!(t.updated_at, t.created_at);
+    }
     store.close().unwrap();
 }
 
@@ -763,4 +768,974 @@ fn statuses_map_and_round_trip() {
         );
     }
     assert!("parsed".parse::<MessageStatus>().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox.
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Queues one message carrying transactions with these external ids; returns the message id.
+async fn queue(store: &Store, key: &str, external_ids: &[&str]) -> i64 {
+    let transactions = external_ids.iter().map(|id| txn(id, -100)).collect();
+    let r = store.ingest(message(key, transactions)).await.unwrap();
+    assert_eq!(r.new_transactions, external_ids.len());
+    r.id
+}
+
+fn row(store: &Store, external_id: &str) -> StoredTransaction {
+    store
+        .transaction_by_external_id(external_id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{external_id} is stored"))
+}
+
+fn id_of(store: &Store, external_id: &str) -> i64 {
+    row(store, external_id).id
+}
+
+fn claimed_until(store: &Store, external_id: &str) -> Option<String> {
+    store
+        .reader()
+        .query_row(
+            "SELECT claimed_until FROM transactions WHERE external_id = ?1",
+            [external_id],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+fn external_ids(claimed: &[Claimed]) -> Vec<&str> {
+    claimed
+        .iter()
+        .map(|c| c.transaction.external_id.as_str())
+        .collect()
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_are_oldest_first_limited_and_leased_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let m1 = queue(&store, "m1", &["venmo:a1", "venmo:a2"]).await;
+    let m2 = queue(&store, "m2", &["venmo:b1"]).await;
+    queue(&store, "m3", &["venmo:c1", "venmo:c2"]).await;
+    let t0 = Utc::now();
+    let lease = Duration::from_secs(30);
+
+    assert!(store.claim_pending(0, lease, t0).await.unwrap().is_empty());
+    let first = store.claim_pending(2, lease, t0).await.unwrap();
+    assert_eq!(external_ids(&first), ["venmo:a1", "venmo:a2"]);
+    assert_eq!(first[0].message_id, m1);
+    assert_eq!(first[0].attempts, 0);
+    assert_eq!(
+        first[0].transaction,
+        txn("venmo:a1", -100),
+        "plugin restored"
+    );
+    assert_eq!(first[0].id, id_of(&store, "venmo:a1"));
+    assert_eq!(
+        claimed_until(&store, "venmo:a1"),
+        Some(timestamp(t0 + secs(30)))
+    );
+
+    // Claimed rows are skipped while their lease holds; the rest come oldest first.
+    let second = store.claim_pending(10, lease, t0).await.unwrap();
+    assert_eq!(external_ids(&second), ["venmo:b1", "venmo:c1", "venmo:c2"]);
+    assert_eq!(second[0].message_id, m2);
+    assert!(store
+        .claim_pending(10, lease, t0 + secs(29))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.outbox_summary(t0).unwrap().claimed, 5);
+
+    // A restart: the claims are still stored, and once their lease has ended (at exactly
+    // `claimed_until` included) they are claimable again, oldest first.
+    store.close().unwrap();
+    let store = open_in(&dir);
+    assert!(store
+        .claim_pending(10, lease, t0 + secs(29))
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store.claim_pending(10, lease, t0 + secs(30)).await.unwrap();
+    assert_eq!(
+        external_ids(&again),
+        ["venmo:a1", "venmo:a2", "venmo:b1", "venmo:c1", "venmo:c2"]
+    );
+    let a1 = row(&store, "venmo:a1");
+    assert_eq!(
+        (
+            a1.state.as_str(),
+            a1.attempts,
+            a1.updated_at == a1.created_at
+        ),
+        ("pending", 0, true),
+        "a claim is a lease, not a change of the row"
+    );
+    assert_eq!(
+        claimed_until(&store, "venmo:a1"),
+        Some(timestamp(t0 + secs(60)))
+    );
+    // A lease too long to represent is capped, still sortable.
+    store.release(vec![a1.id]).await.unwrap();
+    let forever = store
+        .claim_pending(1, Duration::MAX, t0 + secs(60))
+        .await
+        .unwrap();
+    assert_eq!(external_ids(&forever), ["venmo:a1"]);
+    assert_eq!(
+        claimed_until(&store, "venmo:a1").as_deref(),
+        Some("9999-12-31T23:59:59.000000Z")
+    );
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_respect_next_attempt_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    queue(&store, "m1", &["venmo:a"]).await;
+    queue(&store, "m2", &["venmo:b"]).await;
+    let (a, b) = (id_of(&store, "venmo:a"), id_of(&store, "venmo:b"));
+    let t0 = Utc::now();
+    let lease = Duration::from_secs(1);
+    assert_eq!(store.claim_pending(10, lease, t0).await.unwrap().len(), 2);
+    store
+        .mark_retry(vec![a], "HTTP 503".to_owned(), t0 + secs(60))
+        .await
+        .unwrap();
+    store.release(vec![b]).await.unwrap();
+
+    let due = store.claim_pending(10, lease, t0).await.unwrap();
+    assert_eq!(external_ids(&due), ["venmo:b"], "a is not due yet");
+    let due = store.claim_pending(10, lease, t0 + secs(59)).await.unwrap();
+    assert_eq!(
+        external_ids(&due),
+        ["venmo:b"],
+        "b's lease ran out; a still not due"
+    );
+    let due = store.claim_pending(10, lease, t0 + secs(60)).await.unwrap();
+    assert_eq!(external_ids(&due), ["venmo:a", "venmo:b"], "oldest first");
+    assert_eq!((due[0].attempts, due[1].attempts), (1, 0));
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_retry_and_dead_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    queue(
+        &store,
+        "m1",
+        &["venmo:a", "venmo:b", "venmo:c", "venmo:d", "venmo:e"],
+    )
+    .await;
+    let id = |x: &str| id_of(&store, &format!("venmo:{x}"));
+    let (a, b, c, d, e) = (id("a"), id("b"), id("c"), id("d"), id("e"));
+    let created = row(&store, "venmo:a").created_at;
+    let t0 = Utc::now();
+    assert_eq!(store.claim_pending(10, MINUTE, t0).await.unwrap().len(), 5);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+
+    store
+        .mark_delivered(vec![(a, Some(111)), (b, None), (9999, Some(5))])
+        .await
+        .unwrap();
+    let retry_at = t0 + secs(300);
+    store
+        .mark_retry(vec![c, e], "HTTP 503: busy".to_owned(), retry_at)
+        .await
+        .unwrap();
+    store
+        .mark_dead(vec![(d, "400: date is invalid".to_owned())])
+        .await
+        .unwrap();
+
+    let ra = row(&store, "venmo:a");
+    assert_eq!(ra.state, "delivered");
+    assert_eq!(ra.lunchmoney_id, Some(111));
+    assert_eq!((ra.attempts, ra.last_error.as_deref()), (0, None));
+    assert_eq!(ra.next_attempt_at, None);
+    assert_eq!(ra.created_at, created);
+    assert!(ra.updated_at > created, "{} vs {created}", ra.updated_at);
+    assert_eq!(claimed_until(&store, "venmo:a"), None);
+    let rb = row(&store, "venmo:b");
+    assert_eq!((rb.state.as_str(), rb.lunchmoney_id), ("delivered", None));
+
+    let rc = row(&store, "venmo:c");
+    assert_eq!(rc.state, "pending");
+    assert_eq!(rc.attempts, 1);
+    assert_eq!(rc.last_error.as_deref(), Some("HTTP 503: busy"));
+    assert_eq!(rc.next_attempt_at, Some(timestamp(retry_at)));
+    assert!(rc.updated_at > created);
+    assert_eq!(claimed_until(&store, "venmo:c"), None);
+
+    let rd = row(&store, "venmo:d");
+    assert_eq!(rd.state, "dead");
+    assert_eq!(rd.attempts, 1);
+    assert_eq!(rd.last_error.as_deref(), Some("400: date is invalid"));
+    assert_eq!(rd.next_attempt_at, None);
+    assert_eq!(claimed_until(&store, "venmo:d"), None);
+
+    // c fails again, then for good; e is delivered after its failure (the error is cleared,
+    // the attempts stay counted).
+    store
+        .mark_retry(vec![c], "HTTP 502".to_owned(), retry_at + secs(600))
+        .await
+        .unwrap();
+    assert_eq!(row(&store, "venmo:c").attempts, 2);
+    store
+        .mark_dead(vec![(c, "422: bad payee".to_owned())])
+        .await
+        .unwrap();
+    let rc = row(&store, "venmo:c");
+    assert_eq!(
+        (rc.state.as_str(), rc.attempts, rc.last_error.as_deref()),
+        ("dead", 3, Some("422: bad payee"))
+    );
+    assert_eq!(rc.next_attempt_at, None);
+    store.mark_delivered(vec![(e, Some(222))]).await.unwrap();
+    let re = row(&store, "venmo:e");
+    assert_eq!(
+        (
+            re.state.as_str(),
+            re.attempts,
+            re.last_error,
+            re.lunchmoney_id
+        ),
+        ("delivered", 1, None, Some(222))
+    );
+
+    // Delivered rows are never set back: retry, dead and release only touch pending rows.
+    store
+        .mark_retry(vec![a], "late".to_owned(), t0)
+        .await
+        .unwrap();
+    store.mark_dead(vec![(a, "late".to_owned())]).await.unwrap();
+    store.release(vec![a]).await.unwrap();
+    assert_eq!(row(&store, "venmo:a"), ra);
+    // A repeated delivery without an id keeps the one stored.
+    store.mark_delivered(vec![(a, None)]).await.unwrap();
+    assert_eq!(row(&store, "venmo:a").lunchmoney_id, Some(111));
+
+    let in_state = |state: &str| -> Vec<String> {
+        store
+            .transactions_in_state(state, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.transaction.external_id)
+            .collect()
+    };
+    assert_eq!(in_state("delivered"), ["venmo:a", "venmo:b", "venmo:e"]);
+    assert_eq!(in_state("dead"), ["venmo:c", "venmo:d"]);
+    assert!(in_state("pending").is_empty());
+    assert_eq!(
+        store.transactions_in_state("delivered", 2).unwrap().len(),
+        2
+    );
+    assert!(matches!(
+        store.transactions_in_state("sent", 10),
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(store.transaction_by_external_id("venmo:zz").unwrap(), None);
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_gives_claims_back_without_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    queue(&store, "m1", &["venmo:a", "venmo:b"]).await;
+    let before = row(&store, "venmo:a");
+    let t0 = Utc::now();
+    let lease = Duration::from_secs(3600);
+    assert_eq!(store.claim_pending(10, lease, t0).await.unwrap().len(), 2);
+    assert!(store.claim_pending(10, lease, t0).await.unwrap().is_empty());
+
+    store.release(vec![before.id]).await.unwrap();
+    assert_eq!(
+        row(&store, "venmo:a"),
+        before,
+        "nothing but the claim changed"
+    );
+    assert_eq!(claimed_until(&store, "venmo:a"), None);
+    let again = store.claim_pending(10, lease, t0).await.unwrap();
+    assert_eq!(external_ids(&again), ["venmo:a"], "b is still held");
+    assert_eq!(again[0].attempts, 0);
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_moves_only_dead_letters_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    queue(
+        &store,
+        "m1",
+        &["venmo:a", "venmo:b", "venmo:c", "venmo:d", "venmo:e"],
+    )
+    .await;
+    let id = |x: &str| id_of(&store, &format!("venmo:{x}"));
+    let (a, b, c, d) = (id("a"), id("b"), id("c"), id("d"));
+    store.claim_pending(10, MINUTE, Utc::now()).await.unwrap();
+    store
+        .mark_dead(vec![
+            (a, "400: a".to_owned()),
+            (b, "400: b".to_owned()),
+            (c, "400: c".to_owned()),
+        ])
+        .await
+        .unwrap();
+    store.mark_delivered(vec![(d, Some(4))]).await.unwrap();
+    // e stays pending and claimed.
+
+    let before = Utc::now();
+    let moved = store.replay(Some(vec![a, d, id("e"), 9999])).await.unwrap();
+    assert_eq!(moved, 1, "only the dead one of those");
+    let ra = row(&store, "venmo:a");
+    assert_eq!((ra.state.as_str(), ra.attempts), ("pending", 0));
+    assert_eq!(
+        ra.last_error.as_deref(),
+        Some("400: a"),
+        "kept for the record"
+    );
+    let due = ra.next_attempt_at.clone().expect("due");
+    assert!(
+        due >= timestamp(before) && due <= timestamp(Utc::now()),
+        "due now: {due}"
+    );
+    assert_eq!(row(&store, "venmo:d").state, "delivered");
+    assert_eq!(row(&store, "venmo:e").state, "pending");
+    assert_eq!(row(&store, "venmo:b").state, "dead");
+
+    let claimed = store.claim_pending(10, MINUTE, Utc::now()).await.unwrap();
+    assert_eq!(
+        external_ids(&claimed),
+        ["venmo:a"],
+        "replayed rows are due at once"
+    );
+
+    assert_eq!(store.replay(None).await.unwrap(), 2);
+    for x in ["b", "c"] {
+        let r = row(&store, &format!("venmo:{x}"));
+        assert_eq!((r.state.as_str(), r.attempts), ("pending", 0));
+        assert_eq!(r.last_error, Some(format!("400: {x}")));
+    }
+    assert_eq!(store.replay(None).await.unwrap(), 0);
+    let summary = store.outbox_summary(Utc::now()).unwrap();
+    assert_eq!(
+        (summary.pending, summary.delivered, summary.dead),
+        (4, 1, 0)
+    );
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_summary_counts_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    assert_eq!(
+        store.outbox_summary(Utc::now()).unwrap(),
+        OutboxSummary::default()
+    );
+    queue(&store, "m1", &["venmo:a", "venmo:b"]).await;
+    queue(&store, "m2", &["venmo:c", "venmo:d", "venmo:e"]).await;
+    let created_1 = row(&store, "venmo:a").created_at;
+    let created_2 = row(&store, "venmo:c").created_at;
+    assert!(created_1 < created_2);
+    let id = |x: &str| id_of(&store, &format!("venmo:{x}"));
+    let (a, b, c, d, e) = (id("a"), id("b"), id("c"), id("d"), id("e"));
+
+    let t0 = Utc::now();
+    let claimed = store.claim_pending(2, MINUTE, t0).await.unwrap();
+    assert_eq!(external_ids(&claimed), ["venmo:a", "venmo:b"]);
+    store.mark_delivered(vec![(b, Some(2))]).await.unwrap();
+    store
+        .mark_retry(vec![c], "HTTP 503".to_owned(), t0 + secs(600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store
+        .mark_dead(vec![(d, "400: bad".to_owned())])
+        .await
+        .unwrap();
+    let d_updated = row(&store, "venmo:d").updated_at;
+
+    let summary = store.outbox_summary(t0).unwrap();
+    assert_eq!(
+        summary,
+        OutboxSummary {
+            pending: 3, // a (claimed), c (retrying), e
+            delivered: 1,
+            dead: 1,
+            claimed: 1,
+            oldest_pending: Some(created_1.clone()),
+            next_attempt: Some(created_1.clone()),
+            last_error: Some((d, d_updated, "400: bad".to_owned())),
+        }
+    );
+    assert_eq!(
+        store.outbox_summary(t0 + secs(60)).unwrap().claimed,
+        0,
+        "the lease has ended"
+    );
+
+    store
+        .mark_delivered(vec![(a, None), (e, None)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store
+        .mark_retry(vec![c], "HTTP 502".to_owned(), t0 + secs(900))
+        .await
+        .unwrap();
+    let c_row = row(&store, "venmo:c");
+    let summary = store.outbox_summary(t0).unwrap();
+    assert_eq!(
+        summary,
+        OutboxSummary {
+            pending: 1,
+            delivered: 3,
+            dead: 1,
+            claimed: 0,
+            oldest_pending: Some(created_2),
+            next_attempt: Some(timestamp(t0 + secs(900))),
+            last_error: Some((c, c_row.updated_at, "HTTP 502".to_owned())),
+        }
+    );
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_body_is_made_dead_instead_of_blocking_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    queue(&store, "m1", &["venmo:bad", "venmo:good"]).await;
+    on_writer(&store, |conn| {
+        conn.execute(
+            "UPDATE transactions SET body = '{\"amount\": 1}' WHERE external_id = 'venmo:bad'",
+            [],
+        )
+        .unwrap()
+    })
+    .await;
+    let claimed = store.claim_pending(10, MINUTE, Utc::now()).await.unwrap();
+    assert_eq!(external_ids(&claimed), ["venmo:good"]);
+    let (state, last_error): (String, String) = store
+        .reader()
+        .query_row(
+            "SELECT state, last_error FROM transactions WHERE external_id = 'venmo:bad'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "dead");
+    assert!(last_error.contains("unreadable body"), "{last_error}");
+    store.close().unwrap();
+}
+
+/// The next batch the worker of `the_queued_signal_wakes_a_claim_loop` reports, and how long it
+/// took: far less than the worker's own 60 s timeout, so it was woken.
+async fn next(
+    found: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+) -> (Vec<String>, Duration) {
+    let started = Instant::now();
+    let names = tokio::time::timeout(Duration::from_secs(10), found.recv())
+        .await
+        .expect("woken long before its timeout")
+        .unwrap();
+    (names, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queued_signal_wakes_a_claim_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_in(&dir));
+    let signal = store.queued_signal();
+    let quiet = |signal: Arc<tokio::sync::Notify>| async move {
+        tokio::time::timeout(Duration::from_millis(50), signal.notified())
+            .await
+            .is_err()
+    };
+
+    // Nothing queued, nothing signalled: an unmatched message, then a duplicate.
+    store.ingest(message("unmatched", vec![])).await.unwrap();
+    assert!(quiet(Arc::clone(&signal)).await);
+    queue(&store, "m1", &["venmo:a"]).await;
+    // Nobody was waiting: the wake-up is kept for the next wait.
+    tokio::time::timeout(Duration::from_secs(1), signal.notified())
+        .await
+        .expect("a permit was stored");
+    let dup = store
+        .ingest(message("m1", vec![txn("venmo:a", -100)]))
+        .await
+        .unwrap();
+    assert!(dup.duplicate);
+    assert!(
+        quiet(Arc::clone(&signal)).await,
+        "a duplicate queues nothing"
+    );
+
+    // A worker: claims what is due, else sleeps until signalled, for far longer than the test
+    // allows for a wake-up.
+    let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let worker = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let signal = store.queued_signal();
+            loop {
+                let claimed = store.claim_pending(100, MINUTE, Utc::now()).await.unwrap();
+                if claimed.is_empty() {
+                    if tokio::time::timeout(Duration::from_secs(60), signal.notified())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+                store
+                    .mark_delivered(ids.into_iter().map(|id| (id, None)).collect())
+                    .await
+                    .unwrap();
+                let names = claimed
+                    .into_iter()
+                    .map(|c| c.transaction.external_id)
+                    .collect();
+                found_tx.send(names).unwrap();
+            }
+        })
+    };
+    assert_eq!(next(&mut found).await.0, ["venmo:a"]);
+    // Let the worker go to sleep on the signal.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Ingest wakes it.
+    queue(&store, "m2", &["venmo:b", "venmo:c"]).await;
+    let (names, waited) = next(&mut found).await;
+    assert_eq!(names, ["venmo:b", "venmo:c"]);
+    println!("woken by ingest after {waited:?}");
+
+    // A replay wakes it.
+    queue(&store, "m3", &["venmo:d"]).await;
+    assert_eq!(next(&mut found).await.0, ["venmo:d"]);
+    let d = id_of(&store, "venmo:d");
+    on_writer(&store, move |conn| {
+        conn.execute("UPDATE transactions SET state = 'dead' WHERE id = ?1", [d])
+            .unwrap()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.replay(None).await.unwrap(), 1);
+    assert_eq!(next(&mut found).await.0, ["venmo:d"]);
+
+    // A re-parse that queues something new wakes it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m4 = store.ingest(message("m4", vec![])).await.unwrap().id;
+    let r = store
+        .apply_reparse(
+            m4,
+            MessageStatus::Queued,
+            Some("venmo".to_owned()),
+            None,
+            vec![txn("venmo:e", -1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.new, 1);
+    assert_eq!(next(&mut found).await.0, ["venmo:e"]);
+
+    assert!(!worker.is_finished(), "the worker never timed out");
+    worker.abort();
+    let _ = worker.await;
+    Arc::into_inner(store).unwrap().close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_reparse_reconciles_by_external_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let ids = [
+        "venmo:a", "venmo:b", "venmo:c", "venmo:d", "venmo:e", "venmo:k",
+    ];
+    let m1 = queue(&store, "m1", &ids).await;
+    let id = |x: &str| id_of(&store, &format!("venmo:{x}"));
+    let (a, b, c) = (id("a"), id("b"), id("c"));
+    store.claim_pending(10, MINUTE, Utc::now()).await.unwrap();
+    store.mark_delivered(vec![(a, Some(1))]).await.unwrap();
+    store
+        .mark_dead(vec![(b, "400: bad amount".to_owned())])
+        .await
+        .unwrap();
+    let retry_at = Utc::now() + secs(3600);
+    store
+        .mark_retry(vec![c], "HTTP 503".to_owned(), retry_at)
+        .await
+        .unwrap();
+    // d's stored body is the same JSON written differently: still the same body.
+    on_writer(&store, |conn| {
+        let body: String = conn
+            .query_row(
+                "SELECT body FROM transactions WHERE external_id = 'venmo:d'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut reordered = serde_json::Map::new();
+        for (k, v) in value.as_object().unwrap().iter().rev() {
+            reordered.insert(k.clone(), v.clone());
+        }
+        let pretty = serde_json::to_string_pretty(&reordered).unwrap();
+        assert_ne!(pretty, body);
+        conn.execute(
+            "UPDATE transactions SET body = ?1 WHERE external_id = 'venmo:d'",
+            [pretty],
+        )
+        .unwrap();
+    })
+    .await;
+    let before: Vec<StoredTransaction> = ids.iter().map(|x| row(&store, x)).collect();
+    let signal = store.queued_signal();
+    while tokio::time::timeout(Duration::from_millis(10), signal.notified())
+        .await
+        .is_ok()
+    {}
+    tokio::time::sleep(Duration::from_millis(2)).await;
+
+    let mut a2 = txn("venmo:a", -100);
+    a2.notes = Some("Pizza".to_owned());
+    let b2 = txn("venmo:b", -101);
+    let mut c2 = txn("venmo:c", -100);
+    c2.payee = Some("Taylor B.".to_owned());
+    c2.plugin = "venmo2".to_owned();
+    let mut f = txn("venmo:f", -7);
+    f.plugin = String::new(); // takes the message's plugin
+    let reparsed_at = Utc::now();
+    let result = store
+        .apply_reparse(
+            m1,
+            MessageStatus::Queued,
+            Some("venmo".to_owned()),
+            Some("fixed template".to_owned()),
+            vec![
+                a2,
+                b2.clone(),
+                c2.clone(),
+                txn("venmo:d", -100),
+                txn("venmo:e", -100),
+                f,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        ReparseResult {
+            new: 1,
+            updated: 2,
+            unchanged: 2,
+            changed_delivered: vec!["venmo:a".to_owned()],
+        }
+    );
+    tokio::time::timeout(Duration::from_secs(1), signal.notified())
+        .await
+        .expect("queued something: signalled");
+
+    // The delivered row is untouched.
+    assert_eq!(row(&store, "venmo:a"), before[0]);
+    // The dead one is revived with the new body, due now, attempts reset, error kept.
+    let rb = row(&store, "venmo:b");
+    assert_eq!(rb.transaction, b2);
+    assert_eq!((rb.state.as_str(), rb.attempts), ("pending", 0));
+    assert_eq!(rb.last_error.as_deref(), Some("400: bad amount"));
+    let due = rb.next_attempt_at.clone().unwrap();
+    assert!(due >= timestamp(reparsed_at) && due <= timestamp(Utc::now()));
+    assert!(rb.updated_at > before[1].updated_at);
+    // The pending one gets the new body (and plugin) and keeps its schedule.
+    let rc = row(&store, "venmo:c");
+    assert_eq!(rc.transaction, c2);
+    assert_eq!((rc.state.as_str(), rc.attempts), ("pending", 1));
+    assert_eq!(rc.next_attempt_at, Some(timestamp(retry_at)));
+    assert_eq!(rc.last_error.as_deref(), Some("HTTP 503"));
+    assert!(rc.updated_at > before[2].updated_at);
+    // Same bodies: not rewritten; k, which the new parse no longer produces, is left alone.
+    assert_eq!(row(&store, "venmo:d"), before[3]);
+    assert_eq!(row(&store, "venmo:e"), before[4]);
+    assert_eq!(row(&store, "venmo:k"), before[5]);
+    // The new one is queued on this message.
+    let rf = row(&store, "venmo:f");
+    assert_eq!((rf.message_id, rf.state.as_str()), (m1, "pending"));
+    assert_eq!(rf.transaction.plugin, "venmo");
+    assert_eq!(store.transactions_of(m1).unwrap().len(), 7);
+
+    let m = store.message(m1).unwrap().unwrap();
+    assert_eq!(m.reason.as_deref(), Some("fixed template"));
+    let parsed_at: String = store
+        .reader()
+        .query_row(
+            "SELECT parsed_at FROM messages WHERE id = ?1",
+            [m1],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(parsed_at >= timestamp(reparsed_at), "{parsed_at}");
+
+    // The same re-parse again changes nothing and signals nothing.
+    let again = store
+        .apply_reparse(
+            m1,
+            MessageStatus::Queued,
+            Some("venmo".to_owned()),
+            None,
+            vec![txn("venmo:d", -100), b2],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        ReparseResult {
+            unchanged: 2,
+            ..ReparseResult::default()
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), signal.notified())
+            .await
+            .is_err()
+    );
+
+    // An unmatched message that a fixed parser now reads.
+    let m2 = store.ingest(message("m2", vec![])).await.unwrap().id;
+    assert_eq!(
+        store.message(m2).unwrap().unwrap().status,
+        MessageStatus::Unmatched
+    );
+    let r = store
+        .apply_reparse(
+            m2,
+            MessageStatus::Queued,
+            Some("venmo".to_owned()),
+            None,
+            vec![txn("venmo:g", -3)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.updated, r.unchanged), (1, 0, 0));
+    let m = store.message(m2).unwrap().unwrap();
+    assert_eq!(
+        (m.status, m.plugin.as_deref()),
+        (MessageStatus::Queued, Some("venmo"))
+    );
+    assert_eq!(store.transactions_of(m2).unwrap().len(), 1);
+
+    // Only a queued outcome touches transactions.
+    let r = store
+        .apply_reparse(
+            m2,
+            MessageStatus::Ignored,
+            Some("venmo".to_owned()),
+            Some("statement".to_owned()),
+            vec![txn("venmo:h", -3), txn("venmo:g", -4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, ReparseResult::default());
+    assert_eq!(store.transaction_by_external_id("venmo:h").unwrap(), None);
+    assert_eq!(row(&store, "venmo:g").transaction, txn("venmo:g", -3));
+    assert_eq!(
+        store.message(m2).unwrap().unwrap().status,
+        MessageStatus::Ignored
+    );
+
+    let err = store
+        .apply_reparse(9999, MessageStatus::Queued, None, None, vec![])
+        .await
+        .expect_err("no such message");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_ids_since_with_and_without_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let t = Utc.with_ymd_and_hms(2024, 6, 1, 12, 0, 0).unwrap();
+    let add = |key: &str, at: DateTime<Utc>, status: MessageStatus, plugin: Option<&str>| {
+        let mut m = message(key, vec![]);
+        m.received_at = at;
+        m.status = status;
+        m.plugin = plugin.map(str::to_owned);
+        store.ingest(m)
+    };
+    use MessageStatus::*;
+    let old = add("old", t - secs(2 * 86400), Queued, Some("venmo"))
+        .await
+        .unwrap()
+        .id;
+    let venmo = add("venmo", t - secs(3600), Queued, Some("venmo"))
+        .await
+        .unwrap()
+        .id;
+    let cash = add("cash", t, Queued, Some("cashapp")).await.unwrap().id;
+    let unmatched = add("unmatched", t + secs(60), Unmatched, None)
+        .await
+        .unwrap()
+        .id;
+    let failed = add("failed", t + secs(120), Failed, Some("cashapp"))
+        .await
+        .unwrap()
+        .id;
+    let ignored = add("ignored", t + secs(180), Ignored, Some("cashapp"))
+        .await
+        .unwrap()
+        .id;
+    // Stored last, received earlier: the order is by reception.
+    let late = add("late", t - secs(1800), Ignored, Some("venmo"))
+        .await
+        .unwrap()
+        .id;
+
+    let since = t - secs(86400);
+    assert_eq!(
+        store.message_ids_since(since, None).unwrap(),
+        [venmo, late, cash, unmatched, failed, ignored]
+    );
+    assert_eq!(
+        store.message_ids_since(since, Some("venmo")).unwrap(),
+        [venmo, late, unmatched, failed]
+    );
+    assert_eq!(
+        store.message_ids_since(since, Some("cashapp")).unwrap(),
+        [cash, unmatched, failed, ignored]
+    );
+    assert_eq!(
+        store.message_ids_since(t, None).unwrap(),
+        [cash, unmatched, failed, ignored],
+        "at or after"
+    );
+    assert_eq!(
+        store
+            .message_ids_since(t - secs(3 * 86400), Some("nobody"))
+            .unwrap(),
+        [unmatched, failed]
+    );
+    assert_eq!(
+        store.message_ids_since(t - secs(3 * 86400), None).unwrap()[0],
+        old
+    );
+    assert!(store
+        .message_ids_since(t + secs(86400), None)
+        .unwrap()
+        .is_empty());
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claimers_never_share_a_row_while_its_lease_holds() {
+    const MESSAGES: usize = 20;
+    const EACH: usize = 100;
+    const WORKERS: usize = 4;
+    const LEASE: Duration = Duration::from_millis(50);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_in(&dir));
+    for m in 0..MESSAGES {
+        let transactions = (0..EACH)
+            .map(|i| txn(&format!("venmo:{m}-{i}"), -1))
+            .collect();
+        store
+            .ingest(message(&format!("load-{m}"), transactions))
+            .await
+            .unwrap();
+    }
+    let total = MESSAGES * EACH;
+    assert_eq!(
+        store.outbox_summary(Utc::now()).unwrap().pending,
+        total as u64
+    );
+
+    // (row id, claim time in µs) for every claim handed out.
+    let mut claims: Vec<(i64, i64)> = Vec::new();
+    // A worker that claims and then dies: its rows must be delivered by the others once the
+    // lease is over.
+    let now = Utc::now();
+    let abandoned = store.claim_pending(10, LEASE, now).await.unwrap();
+    assert_eq!(abandoned.len(), 10);
+    claims.extend(abandoned.iter().map(|c| (c.id, now.timestamp_micros())));
+
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for worker in 0..WORKERS {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut batches = 0usize;
+            loop {
+                let now = Utc::now();
+                let claimed = store.claim_pending(25, LEASE, now).await.unwrap();
+                if claimed.is_empty() {
+                    if store.outbox_summary(Utc::now()).unwrap().pending == 0 {
+                        return mine;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                mine.extend(claimed.iter().map(|c| (c.id, now.timestamp_micros())));
+                batches += 1;
+                // Now and then a worker is slower than its lease.
+                if (batches + worker) % 9 == 0 {
+                    tokio::time::sleep(LEASE * 2).await;
+                }
+                let delivered = claimed.iter().map(|c| (c.id, None)).collect();
+                store.mark_delivered(delivered).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        claims.extend(h.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+
+    let summary = store.outbox_summary(Utc::now()).unwrap();
+    assert_eq!(
+        (summary.pending, summary.delivered, summary.claimed),
+        (0, total as u64, 0)
+    );
+    let mut by_row: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+    for (id, at) in &claims {
+        by_row.entry(*id).or_default().push(*at);
+    }
+    assert_eq!(by_row.len(), total, "every row was claimed");
+    let lease_us = LEASE.as_micros() as i64;
+    let mut reclaimed = 0;
+    for (id, times) in &mut by_row {
+        times.sort_unstable();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= lease_us,
+                "row {id} claimed twice {}µs apart, within its lease",
+                pair[1] - pair[0]
+            );
+        }
+        reclaimed += times.len() - 1;
+    }
+    for c in &abandoned {
+        assert!(
+            by_row[&c.id].len() >= 2,
+            "abandoned row {} re-claimed",
+            c.id
+        );
+    }
+    println!(
+        "{} claims of {total} rows by {WORKERS} workers in {elapsed:?}; {reclaimed} re-claims \
+         after a lease ran out",
+        claims.len()
+    );
+    Arc::into_inner(store).unwrap().close().unwrap();
 }

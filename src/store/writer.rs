@@ -4,13 +4,19 @@
 //! them all in one `BEGIN IMMEDIATE` … `COMMIT`, each inside its own savepoint so a failing job is
 //! rolled back alone and gets its own error. Replies are sent only after `COMMIT` returned, so an
 //! acknowledgement always means the data is fsync'd. Many requests share one fsync (group commit).
+//!
+//! A write is a [`Job::Write`] carrying an [`Op`]: a closure run on the open transaction inside
+//! the job's savepoint, and a reply continuation called with the final result once the batch's
+//! fate is known. Adding a write operation is a function taking `&Connection` plus a call to
+//! `Store::write` (or `Store::write_then` for work that must follow the commit, such as waking the
+//! outbox worker); the writer itself never changes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{timestamp, MessageStatus, NewMessage, Receipt, StoreError};
 
@@ -23,63 +29,96 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
+/// What the writer runs: every write is a [`Job::Write`], whatever it does and returns.
 pub(crate) enum Job {
-    Ingest {
-        message: Box<NewMessage>,
-        parsed_at: String,
-        reply: Reply<Receipt>,
-    },
-    Token {
-        scope: String,
-        token: String,
-        now_unix: i64,
-        forget_before: i64,
-        reply: Reply<bool>,
-    },
-    Ping {
-        reply: Reply<()>,
-    },
+    Write(Box<dyn Write>),
     /// Tests only: runs on the writer connection outside any transaction, before the next batch
     /// is drained (so a closure that blocks lets jobs pile up into one batch).
     #[cfg(test)]
     Exec(Box<dyn FnOnce(&Connection) + Send>),
 }
 
+/// A write with its result type erased, so the writer treats every kind of write alike. [`Op`] is
+/// the implementation; adding a write operation needs no new type here.
+pub(crate) trait Write: Send {
+    /// Runs the write inside its own savepoint of the batch's open transaction.
+    fn run(self: Box<Self>, conn: &Connection) -> Finished;
+    /// The batch's transaction broke before this write could run: it fails with `error`.
+    fn skip(self: Box<Self>, error: StoreError) -> Finished;
+}
+
+/// The body of a write: runs on the writer's connection, inside the open transaction and the
+/// job's savepoint. An `Err` rolls back to the savepoint (this job's changes only).
+pub(crate) type Work<T> = Box<dyn FnOnce(&Connection) -> Result<T, StoreError> + Send>;
+
+/// What happens to a write's final result: called exactly once on the writer thread, after the
+/// `COMMIT` returned (`Ok` only if the job succeeded *and* the commit did), or with the error that
+/// prevented it. It must not block: it typically sends on a oneshot channel.
+pub(crate) type Settle<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
+
+/// One write: its work and its reply continuation.
+pub(crate) struct Op<T> {
+    work: Work<T>,
+    settle: Settle<T>,
+}
+
+impl<T: Send + 'static> Op<T> {
+    pub(crate) fn job(
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        settle: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Job {
+        Job::Write(Box::new(Op {
+            work: Box::new(work),
+            settle: Box::new(settle),
+        }))
+    }
+}
+
+impl<T: Send + 'static> Write for Op<T> {
+    fn run(self: Box<Self>, conn: &Connection) -> Finished {
+        let Op { work, settle } = *self;
+        Finished::new(work(conn), settle)
+    }
+
+    fn skip(self: Box<Self>, error: StoreError) -> Finished {
+        Finished::new(Err(error), self.settle)
+    }
+}
+
 /// A job that has run inside the open transaction, holding its result until the commit decides
 /// whether that result stands.
-enum Finished {
-    Ingest(Reply<Receipt>, Result<Receipt, StoreError>),
-    Token(Reply<bool>, Result<bool, StoreError>),
-    Ping(Reply<()>, Result<(), StoreError>),
+pub(crate) struct Finished {
+    ok: bool,
+    /// `None`: committed, the job's own result stands. `Some(e)`: the batch did not commit, so a
+    /// success becomes `e` (a job's own failure stays its own).
+    settle: Box<dyn FnOnce(Option<StoreError>) + Send>,
 }
 
 impl Finished {
+    fn new<T: Send + 'static>(result: Result<T, StoreError>, settle: Settle<T>) -> Finished {
+        Finished {
+            ok: result.is_ok(),
+            settle: Box::new(move |batch: Option<StoreError>| {
+                settle(match batch {
+                    None => result,
+                    Some(error) => result.and(Err(error)),
+                })
+            }),
+        }
+    }
+
     fn is_ok(&self) -> bool {
-        match self {
-            Finished::Ingest(_, r) => r.is_ok(),
-            Finished::Token(_, r) => r.is_ok(),
-            Finished::Ping(_, r) => r.is_ok(),
-        }
+        self.ok
     }
 
-    /// The batch did not commit: a success becomes `error`; a job's own failure stays its own.
-    fn fail(self, error: StoreError) -> Finished {
-        match self {
-            Finished::Ingest(tx, r) => Finished::Ingest(tx, r.and(Err(error))),
-            Finished::Token(tx, r) => Finished::Token(tx, r.and(Err(error))),
-            Finished::Ping(tx, r) => Finished::Ping(tx, r.and(Err(error))),
-        }
+    /// The batch committed. (A caller that stopped waiting is not an error here.)
+    fn committed(self) {
+        (self.settle)(None)
     }
 
-    /// A caller that stopped waiting (its future was dropped) is not an error here.
-    fn deliver(self) {
-        match self {
-            Finished::Ingest(tx, r) => drop(tx.send(r)),
-            Finished::Token(tx, r) => drop(tx.send(r)),
-            Finished::Ping(tx, r) => drop(tx.send(r)),
-        }
+    /// The batch did not commit.
+    fn failed(self, error: StoreError) {
+        (self.settle)(Some(error))
     }
 }
 
@@ -144,7 +183,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, counters: &Counters) {
         Ok(()) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             for f in finished {
-                f.deliver();
+                f.committed();
             }
         }
         Err(e) => {
@@ -153,7 +192,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, counters: &Counters) {
                 let _ = conn.execute_batch("ROLLBACK");
             }
             for f in finished {
-                f.fail(batch_error(&e)).deliver();
+                f.failed(batch_error(&e));
             }
         }
     }
@@ -179,7 +218,7 @@ fn execute_batch(
             broken = Some(e);
             continue;
         }
-        let done = execute(conn, job);
+        let done = run_job(conn, job);
         let ok = done.is_ok();
         finished.push(done);
         // SQLite rolls the whole transaction back by itself on some errors (disk full, I/O).
@@ -207,32 +246,15 @@ fn execute_batch(
 
 fn not_run(job: Job, error: StoreError) -> Finished {
     match job {
-        Job::Ingest { reply, .. } => Finished::Ingest(reply, Err(error)),
-        Job::Token { reply, .. } => Finished::Token(reply, Err(error)),
-        Job::Ping { reply } => Finished::Ping(reply, Err(error)),
+        Job::Write(write) => write.skip(error),
         #[cfg(test)]
         Job::Exec(_) => unreachable!("Exec jobs never enter a batch"),
     }
 }
 
-fn execute(conn: &Connection, job: Job) -> Finished {
+fn run_job(conn: &Connection, job: Job) -> Finished {
     match job {
-        Job::Ingest {
-            message,
-            parsed_at,
-            reply,
-        } => Finished::Ingest(reply, ingest(conn, &message, &parsed_at)),
-        Job::Token {
-            scope,
-            token,
-            now_unix,
-            forget_before,
-            reply,
-        } => Finished::Token(
-            reply,
-            remember_token(conn, &scope, &token, now_unix, forget_before),
-        ),
-        Job::Ping { reply } => Finished::Ping(reply, ping(conn)),
+        Job::Write(write) => write.run(conn),
         #[cfg(test)]
         Job::Exec(_) => unreachable!("Exec jobs never enter a batch"),
     }
@@ -249,7 +271,11 @@ fn batch_error(e: &rusqlite::Error) -> StoreError {
     }
 }
 
-fn ingest(conn: &Connection, m: &NewMessage, parsed_at: &str) -> Result<Receipt, StoreError> {
+pub(crate) fn ingest(
+    conn: &Connection,
+    m: &NewMessage,
+    parsed_at: &str,
+) -> Result<Receipt, StoreError> {
     let meta = serde_json::to_string(&m.meta)?;
     let inserted: Option<i64> = conn
         .prepare_cached(
@@ -318,7 +344,7 @@ fn ingest(conn: &Connection, m: &NewMessage, parsed_at: &str) -> Result<Receipt,
 
 /// Forgets the scope's tokens older than `forget_before` first, then records this one, so a
 /// token is a replay exactly when it was seen at or after `forget_before`.
-fn remember_token(
+pub(crate) fn remember_token(
     conn: &Connection,
     scope: &str,
     token: &str,

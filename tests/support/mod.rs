@@ -2,6 +2,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod fake_lunchmoney;
+pub mod prism;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +33,7 @@ require = [
   { pointer = "/data/amount", capture = "amount" },
   { pointer = "/data/date", capture = "date" },
 ]
-optional = [{ pointer = "/data/payee", capture = "payee" }]
+optional = [{ pointer = "/data/payee", capture = "payee" }, { pointer = "/data/currency", capture = "currency" }]
 "#;
 
 pub struct TestApp {

@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per route. Each authenticates, reads the body within its limit and
 //! hands over to the shared pipeline in `server::ingest`.
 
+pub mod admin;
 pub mod email;
 pub mod health;
 pub mod hooks;

@@ -1,0 +1,365 @@
+//! The outbox worker: claims pending transactions, posts them to Lunch Money, and marks each
+//! delivered only once Lunch Money has it.
+//!
+//! - Claims carry a lease, so after a crash or restart unfinished work is claimed again.
+//! - A backlog goes out in full batches (up to `batch_size`); an idle queue is woken by the store
+//!   the moment a transaction is queued.
+//! - Retryable failures (network, 408, 429, 5xx) keep transactions pending with exponential
+//!   backoff; `Retry-After` pauses every request.
+//! - Permanent failures (other 4xx) dead-letter only the transactions they concern: those the API
+//!   names by index, or the one a bisection isolates; the rest of the batch is delivered.
+//! - A lost answer is harmless: Lunch Money skips an `external_id` it already has on the account
+//!   and reports it in `skipped_duplicates`, which counts as delivered.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::client::{ApiError, Batch, Client, ItemResult, Outgoing};
+use super::limiter::RateLimiter;
+use super::mapping::Resolver;
+use super::retry::{backoff, decide, Decision, Jitter};
+use crate::settings::{LunchMoneySettings, SourceMapping};
+use crate::store::{Claimed, Store};
+
+/// How long a claim holds. Far longer than one delivery round takes, so only a crash lets a
+/// claim expire.
+const LEASE: Duration = Duration::from_secs(600);
+/// How often an idle worker looks for transactions whose retry time has come.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Properties whose invalidity means our cached ids are stale.
+const ID_PROPERTIES: &[&str] = &["manual_account_id", "asset_id", "category_id", "tag_ids"];
+
+pub struct Outbox {
+    store: Arc<Store>,
+    client: Client,
+    resolver: Resolver,
+    limiter: RateLimiter,
+    settings: LunchMoneySettings,
+    jitter: Mutex<Jitter>,
+}
+
+/// The worker was told to stop while waiting for its turn to send.
+struct Stopped;
+
+/// A claimed row on its way out: store id, attempts so far, and the resolved transaction.
+#[derive(Clone)]
+struct Row {
+    id: i64,
+    attempts: i64,
+    outgoing: Outgoing,
+}
+
+type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), Stopped>> + Send + 'a>>;
+
+impl Outbox {
+    pub fn new(store: Arc<Store>, settings: &LunchMoneySettings) -> Result<Outbox, ApiError> {
+        let client = Client::new(settings)?;
+        Ok(Outbox {
+            store,
+            resolver: Resolver::new(client.clone()),
+            client,
+            limiter: RateLimiter::new(settings.requests_per_minute),
+            settings: settings.clone(),
+            jitter: Mutex::new(Jitter::seeded()),
+        })
+    }
+
+    /// Runs until `stop` turns true. An insert already sent is waited for; a wait for the rate
+    /// limit is cut short and its transactions released for the next start.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let signal = self.store.queued_signal();
+        tracing::info!(api = ?self.settings.api, base_url = self.settings.base_url(), "outbox worker started");
+        while !*stop.borrow() {
+            let claimed = match self
+                .store
+                .claim_pending(self.settings.batch_size, LEASE, Utc::now())
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot claim transactions");
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            if self.deliver(claimed, &mut stop).await.is_err() {
+                break;
+            }
+        }
+        tracing::info!("outbox worker stopped");
+    }
+
+    async fn deliver(
+        &self,
+        claimed: Vec<Claimed>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut by_source: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        for c in claimed {
+            by_source
+                .entry(c.transaction.plugin.clone())
+                .or_default()
+                .push(c);
+        }
+        let mut sources = by_source.into_iter();
+        while let Some((source, claims)) = sources.next() {
+            let mapping = self.settings.mapping(&source);
+            let Some(rows) = self.resolve(&source, &mapping, claims).await else {
+                continue;
+            };
+            for chunk in rows.chunks(self.settings.batch_size) {
+                if self
+                    .send(chunk.to_vec(), &mapping, false, stop)
+                    .await
+                    .is_err()
+                {
+                    // Give back what this round has not sent, so a restart sends it at once.
+                    let unsent: Vec<i64> = sources
+                        .flat_map(|(_, claims)| claims.into_iter().map(|c| c.id))
+                        .collect();
+                    self.release(unsent).await;
+                    return Err(Stopped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a source's transactions; on failure they wait (the mapping may be fixed).
+    async fn resolve(
+        &self,
+        source: &str,
+        mapping: &SourceMapping,
+        claims: Vec<Claimed>,
+    ) -> Option<Vec<Row>> {
+        let mut rows = Vec::with_capacity(claims.len());
+        for c in &claims {
+            match self.resolver.outgoing(&c.transaction, mapping).await {
+                Ok(outgoing) => rows.push(Row {
+                    id: c.id,
+                    attempts: c.attempts,
+                    outgoing,
+                }),
+                Err(e) => {
+                    tracing::warn!(source, error = %e, "outbox: cannot map transactions to Lunch Money; will retry");
+                    let attempts = claims.iter().map(|c| c.attempts).max().unwrap_or(0);
+                    self.retry_later(
+                        claims.iter().map(|c| c.id).collect(),
+                        e.to_string(),
+                        attempts,
+                        None,
+                    )
+                    .await;
+                    return None;
+                }
+            }
+        }
+        Some(rows)
+    }
+
+    /// Posts `rows` as one request and records what happened to each.
+    fn send<'a>(
+        &'a self,
+        rows: Vec<Row>,
+        mapping: &'a SourceMapping,
+        refreshed: bool,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> Delivery<'a> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = self.limiter.acquire() => {}
+                _ = stop.changed() => {
+                    self.release(rows.iter().map(|r| r.id).collect()).await;
+                    return Err(Stopped);
+                }
+            }
+            let batch = Batch {
+                items: rows.iter().map(|r| r.outgoing.clone()).collect(),
+                apply_rules: mapping.apply_rules.unwrap_or(false),
+                skip_duplicates: mapping.skip_duplicates.unwrap_or(false),
+            };
+            let error = match self.client.insert(&batch).await {
+                Ok(results) => {
+                    self.delivered(&rows, results).await;
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            match decide(&error) {
+                Decision::Retry { after } => {
+                    if let Some(after) = after {
+                        self.limiter.pause(after);
+                    }
+                    let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+                    tracing::warn!(transactions = rows.len(), error = %error, "outbox: insert failed; will retry");
+                    self.retry_later(
+                        rows.iter().map(|r| r.id).collect(),
+                        error.to_string(),
+                        attempts,
+                        after,
+                    )
+                    .await;
+                    Ok(())
+                }
+                Decision::Permanent => self.isolate(rows, mapping, refreshed, error, stop).await,
+            }
+        })
+    }
+
+    /// A permanent failure: find which transactions it concerns, dead-letter them, send the rest.
+    async fn isolate(
+        &self,
+        rows: Vec<Row>,
+        mapping: &SourceMapping,
+        refreshed: bool,
+        error: ApiError,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let (item_errors, invalid_properties) = match &error {
+            ApiError::Http {
+                item_errors,
+                invalid_properties,
+                ..
+            } => (item_errors.clone(), invalid_properties.clone()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        // An id we sent is unknown: our cached lists are stale. Refresh and try once more.
+        if !refreshed
+            && invalid_properties
+                .iter()
+                .any(|p| ID_PROPERTIES.contains(&p.as_str()))
+        {
+            self.resolver.invalidate().await;
+            let mut fresh = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match self
+                    .resolver
+                    .outgoing(&row.outgoing.transaction, mapping)
+                    .await
+                {
+                    Ok(outgoing) => fresh.push(Row {
+                        outgoing,
+                        ..row.clone()
+                    }),
+                    Err(e) => {
+                        let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+                        self.retry_later(
+                            rows.iter().map(|r| r.id).collect(),
+                            e.to_string(),
+                            attempts,
+                            None,
+                        )
+                        .await;
+                        return Ok(());
+                    }
+                }
+            }
+            return self.send(fresh, mapping, true, stop).await;
+        }
+        let named: Vec<(usize, String)> = item_errors
+            .into_iter()
+            .filter(|(i, _)| *i < rows.len())
+            .collect();
+        if !named.is_empty() {
+            let dead: Vec<(i64, String)> = named
+                .iter()
+                .map(|(i, why)| (rows[*i].id, format!("{error}: {why}")))
+                .collect();
+            self.dead(dead).await;
+            let rest: Vec<Row> = rows
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !named.iter().any(|(n, _)| n == i))
+                .map(|(_, r)| r)
+                .collect();
+            return self.send(rest, mapping, refreshed, stop).await;
+        }
+        if rows.len() == 1 {
+            self.dead(vec![(rows[0].id, error.to_string())]).await;
+            return Ok(());
+        }
+        let mut left = rows;
+        let right = left.split_off(left.len() / 2);
+        self.send(left, mapping, refreshed, stop).await?;
+        self.send(right, mapping, refreshed, stop).await
+    }
+
+    async fn delivered(&self, rows: &[Row], results: Vec<ItemResult>) {
+        let mut duplicates = 0;
+        let deliveries: Vec<(i64, Option<i64>)> = rows
+            .iter()
+            .zip(results)
+            .map(|(row, result)| match result {
+                ItemResult::Created { id } => (row.id, id),
+                ItemResult::Duplicate { existing_id } => {
+                    duplicates += 1;
+                    (row.id, existing_id)
+                }
+            })
+            .collect();
+        let count = deliveries.len();
+        match self.store.mark_delivered(deliveries).await {
+            Ok(()) => tracing::info!(
+                transactions = count,
+                already_present = duplicates,
+                "outbox: delivered"
+            ),
+            // The claim lapses and they are sent again; Lunch Money skips what it has.
+            Err(e) => tracing::error!(error = %e, "outbox: delivered but could not record it"),
+        }
+    }
+
+    async fn retry_later(
+        &self,
+        ids: Vec<i64>,
+        error: String,
+        attempts: i64,
+        at_least: Option<Duration>,
+    ) {
+        let random = self.jitter.lock().map(|mut j| j.unit()).unwrap_or(0.5);
+        let max = Duration::from_secs(self.settings.max_backoff_secs);
+        let wait = backoff(attempts, max, random).max(at_least.unwrap_or_default());
+        let when = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if let Err(e) = self.store.mark_retry(ids, error, when).await {
+            tracing::error!(error = %e, "outbox: cannot record a retry");
+        }
+    }
+
+    async fn dead(&self, failures: Vec<(i64, String)>) {
+        for (id, why) in &failures {
+            tracing::error!(transaction = id, error = %why, "outbox: Lunch Money refused a transaction; moved to the dead letter");
+        }
+        if let Err(e) = self.store.mark_dead(failures).await {
+            tracing::error!(error = %e, "outbox: cannot record a dead letter");
+        }
+    }
+
+    async fn release(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(ids).await {
+            tracing::warn!(error = %e, "outbox: cannot release claims; they expire on their own");
+        }
+    }
+}

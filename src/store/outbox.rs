@@ -1,0 +1,525 @@
+//! The outbox: leasing pending transactions to the delivery worker, settling them, dead letters,
+//! and re-parsing stored messages.
+//!
+//! A row's life: `pending` (due at `next_attempt_at`) → claimed by a worker for a lease
+//! (`claimed_until`) → `delivered`, or back to `pending` with a later `next_attempt_at`
+//! (`mark_retry`), or `dead` (`mark_dead`, the dead letter; `replay` makes it pending again).
+//! A claim is only a lease: when it runs out (the worker died or restarted mid-delivery) the row
+//! is claimable again, so delivery is at least once; Lunch Money's `external_id` dedupe makes a
+//! repeat harmless.
+//!
+//! Every change goes through the writer (group commit, answered after `COMMIT`). The `now` of
+//! `claim_pending` and `outbox_summary` is the caller's, so a test or a worker can use its own
+//! clock; `updated_at`, and "due now" in `replay`/`apply_reparse`, use the wall clock on the
+//! writer thread.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{
+    decode_transaction, query_transactions, timestamp, wake, MessageStatus, Store, StoreError,
+    StoredTransaction,
+};
+use crate::transaction::Transaction;
+
+/// The transaction states, as stored.
+const STATES: [&str; 3] = ["pending", "delivered", "dead"];
+
+/// A pending transaction leased to the caller by [`Store::claim_pending`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The transaction row's id: what `mark_*` and `release` take.
+    pub id: i64,
+    /// The message that first queued it.
+    pub message_id: i64,
+    /// With `plugin` restored from its own column.
+    pub transaction: Transaction,
+    /// Failed attempts so far (0 on the first delivery).
+    pub attempts: i64,
+}
+
+/// The state of the outbox at one instant (one read snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxSummary {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    /// Pending with an unexpired claim (being delivered right now).
+    pub claimed: u64,
+    /// `created_at` of the oldest pending transaction, RFC 3339.
+    pub oldest_pending: Option<String>,
+    /// The earliest `next_attempt_at` among pending transactions, RFC 3339.
+    pub next_attempt: Option<String>,
+    /// `(transaction id, updated_at, last_error)` of the most recently updated row that has a
+    /// `last_error` (pending after a failure, dead, or replayed and not yet delivered).
+    pub last_error: Option<(i64, String, String)>,
+}
+
+/// What [`Store::apply_reparse`] did with the transactions of the new parse.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReparseResult {
+    /// New `external_id`s, queued as pending.
+    pub new: usize,
+    /// Pending or dead rows whose body changed and was rewritten (dead ones made pending again).
+    pub updated: usize,
+    /// Rows whose body is the same.
+    pub unchanged: usize,
+    /// `external_id`s of delivered rows whose body would change: left as they are, for a later
+    /// update of Lunch Money.
+    pub changed_delivered: Vec<String>,
+}
+
+/// Claims end no later than this, so a huge lease still stores as a sortable 4-digit-year time.
+fn latest_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+}
+
+/// `now + lease`, capped at [`latest_time`].
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .map_or_else(latest_time, |end| end.min(latest_time()))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Claims up to `limit` pending transactions that are due (`next_attempt_at <= now`) and not
+    /// claimed (no claim, or one that ended at or before `now`), oldest first (`created_at`, then
+    /// id), and leases them until `now + lease`.
+    ///
+    /// Restart-safe: a claim whose lease ran out is claimable again, so rows claimed by a worker
+    /// that died are delivered by the next one. Claiming is not a change of the row: `attempts`
+    /// and `updated_at` stay. A row whose stored body can no longer be decoded is not returned
+    /// (it would block the queue forever): it is made dead with the decoding error as its
+    /// `last_error`.
+    pub async fn claim_pending(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let until = timestamp(lease_end(now, lease));
+        let now = timestamp(now);
+        let limit = limit_param(limit);
+        self.write(move |conn| claim(conn, &now, &until, limit))
+            .await
+    }
+
+    /// Delivered: `state = 'delivered'`, `lunchmoney_id` = the id when one is given (else the
+    /// stored one stays), no claim, no error, no next attempt, `updated_at` = now. Ids that do not
+    /// exist are skipped.
+    pub async fn mark_delivered(
+        &self,
+        deliveries: Vec<(i64, Option<i64>)>,
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| {
+            let now = timestamp(Utc::now());
+            let mut update = conn.prepare_cached(
+                "UPDATE transactions
+                 SET state = 'delivered', lunchmoney_id = COALESCE(?2, lunchmoney_id),
+                     claimed_until = NULL, last_error = NULL, next_attempt_at = NULL,
+                     updated_at = ?3
+                 WHERE id = ?1",
+            )?;
+            for (id, lunchmoney_id) in deliveries {
+                update.execute(params![id, lunchmoney_id, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A failed attempt to retry: stays pending, `attempts + 1`, `last_error` = `error`, due at
+    /// `next_attempt_at`, no claim. Only pending rows change (a row delivered or made dead in the
+    /// meantime, e.g. by a worker that re-claimed it after this one's lease ran out, stays so).
+    pub async fn mark_retry(
+        &self,
+        ids: Vec<i64>,
+        error: String,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let next = timestamp(next_attempt_at);
+        self.write(move |conn| {
+            let now = timestamp(Utc::now());
+            let mut update = conn.prepare_cached(
+                "UPDATE transactions
+                 SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
+                     claimed_until = NULL, updated_at = ?4
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for id in ids {
+                update.execute(params![id, error, next, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up (the dead letter): `state = 'dead'`, `attempts + 1`, `last_error` = the message
+    /// (e.g. the API's), no claim, no next attempt. Only pending rows change: a delivered row is
+    /// never made dead.
+    pub async fn mark_dead(&self, failures: Vec<(i64, String)>) -> Result<(), StoreError> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| {
+            let now = timestamp(Utc::now());
+            let mut update = conn.prepare_cached(
+                "UPDATE transactions
+                 SET state = 'dead', attempts = attempts + 1, last_error = ?2,
+                     next_attempt_at = NULL, claimed_until = NULL, updated_at = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for (id, error) in failures {
+                update.execute(params![id, error, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives claims back without counting an attempt (shutdown, dry run): the rows are claimable
+    /// again at once (when due). Nothing else changes.
+    pub async fn release(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| {
+            let mut update = conn.prepare_cached(
+                "UPDATE transactions SET claimed_until = NULL
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for id in ids {
+                update.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Dead letters back to pending: all of them when `ids` is `None`, else those of `ids` that
+    /// are dead (others are skipped). They are due now with `attempts` reset to 0; `last_error`
+    /// is kept for the record until delivery. Returns how many moved; wakes the worker if any.
+    pub async fn replay(&self, ids: Option<Vec<i64>>) -> Result<usize, StoreError> {
+        let queued = std::sync::Arc::clone(&self.queued);
+        self.write_then(
+            move |conn| {
+                let now = timestamp(Utc::now());
+                const REVIVE: &str = "UPDATE transactions
+                     SET state = 'pending', attempts = 0, next_attempt_at = ?1,
+                         claimed_until = NULL, updated_at = ?1
+                     WHERE state = 'dead'";
+                match ids {
+                    None => Ok(conn.prepare_cached(REVIVE)?.execute([&now])?),
+                    Some(ids) => {
+                        let mut update = conn.prepare_cached(&format!("{REVIVE} AND id = ?2"))?;
+                        let mut moved = 0;
+                        for id in ids {
+                            moved += update.execute(params![now, id])?;
+                        }
+                        Ok(moved)
+                    }
+                }
+            },
+            move |moved: &usize| {
+                if *moved > 0 {
+                    wake(&queued);
+                }
+            },
+        )
+        .await
+    }
+
+    /// Counts by state, claims in force at `now`, and the oldest, next and latest error, all from
+    /// one read snapshot.
+    pub fn outbox_summary(&self, now: DateTime<Utc>) -> Result<OutboxSummary, StoreError> {
+        let conn = self.reader();
+        let summary = conn
+            .prepare_cached(
+                "SELECT
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'pending'),
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'delivered'),
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'dead'),
+                   (SELECT COUNT(*) FROM transactions
+                    WHERE state = 'pending' AND claimed_until > ?1),
+                   (SELECT MIN(created_at) FROM transactions WHERE state = 'pending'),
+                   (SELECT MIN(next_attempt_at) FROM transactions WHERE state = 'pending'),
+                   e.id, e.updated_at, e.last_error
+                 FROM (SELECT 1)
+                 LEFT JOIN (SELECT id, updated_at, last_error FROM transactions
+                            WHERE last_error IS NOT NULL
+                            ORDER BY updated_at DESC, id DESC LIMIT 1) AS e",
+            )?
+            .query_row([timestamp(now)], |row| {
+                let count = |i| row.get::<_, i64>(i).map(|n| n as u64);
+                let last_error = match row.get::<_, Option<i64>>(6)? {
+                    Some(id) => Some((id, row.get(7)?, row.get(8)?)),
+                    None => None,
+                };
+                Ok(OutboxSummary {
+                    pending: count(0)?,
+                    delivered: count(1)?,
+                    dead: count(2)?,
+                    claimed: count(3)?,
+                    oldest_pending: row.get(4)?,
+                    next_attempt: row.get(5)?,
+                    last_error,
+                })
+            })?;
+        Ok(summary)
+    }
+
+    /// Transactions in `state` (`pending`, `delivered` or `dead`; anything else is
+    /// `InvalidArgument`), oldest first (`created_at`, then id), at most `limit`.
+    pub fn transactions_in_state(
+        &self,
+        state: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredTransaction>, StoreError> {
+        if !STATES.contains(&state) {
+            return Err(StoreError::InvalidArgument(format!(
+                "unknown transaction state {state:?} (expected one of {})",
+                STATES.join(", ")
+            )));
+        }
+        let conn = self.reader();
+        query_transactions(
+            &conn,
+            "WHERE state = ?1 ORDER BY created_at, id LIMIT ?2",
+            params![state, limit_param(limit)],
+        )
+    }
+
+    pub fn transaction_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<StoredTransaction>, StoreError> {
+        let conn = self.reader();
+        Ok(
+            query_transactions(&conn, "WHERE external_id = ?1", [external_id])?
+                .into_iter()
+                .next(),
+        )
+    }
+
+    /// Ids of messages received at or after `since`, oldest first (`received_at`, then id). With
+    /// `plugin`, only those whose stored plugin is `plugin` or whose status is `unmatched` or
+    /// `failed` (whatever their plugin), so a fixed parser can claim them.
+    pub fn message_ids_since(
+        &self,
+        since: DateTime<Utc>,
+        plugin: Option<&str>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM messages
+             WHERE received_at >= ?1
+               AND (?2 IS NULL OR plugin = ?2 OR status IN ('unmatched', 'failed'))
+             ORDER BY received_at, id",
+        )?;
+        let rows = stmt.query_map(params![timestamp(since), plugin], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a new parse of stored message `message_id` (its `status`, `plugin`, `reason`, and
+    /// `parsed_at` = now) and reconciles the transactions it produced, by `external_id`:
+    ///
+    /// - a new `external_id` is queued (pending, due now, linked to this message): `new`;
+    /// - an existing one with the same body: `unchanged`, nothing written;
+    /// - an existing pending or dead one with another body: the body (and plugin) are rewritten,
+    ///   and a dead one is made pending again, due now, with `attempts` 0: `updated`;
+    /// - an existing delivered one with another body is left as it is and listed in
+    ///   `changed_delivered`, for a later update of Lunch Money.
+    ///
+    /// Transactions the new parse no longer produces are left alone, never deleted. As with
+    /// `ingest`, transactions are only looked at when `status` is `Queued`. "Same body" means the
+    /// serde_json serialisation of the new `Transaction` (what the `body` column stores; `plugin`
+    /// is not part of it) equals the stored body as JSON values (so key order or whitespace alone
+    /// is no change).
+    ///
+    /// A pending row rewritten while a worker holds a claim on it may still be delivered with the
+    /// body that worker read; keep re-parses for quiet moments or rows that are not in flight.
+    ///
+    /// `NotFound` if there is no such message. Wakes the worker when something was queued.
+    pub async fn apply_reparse(
+        &self,
+        message_id: i64,
+        status: MessageStatus,
+        plugin: Option<String>,
+        reason: Option<String>,
+        transactions: Vec<Transaction>,
+    ) -> Result<ReparseResult, StoreError> {
+        let queued = std::sync::Arc::clone(&self.queued);
+        let (result, _) = self
+            .write_then(
+                move |conn| {
+                    reparse(
+                        conn,
+                        message_id,
+                        status,
+                        plugin.as_deref(),
+                        reason.as_deref(),
+                        &transactions,
+                    )
+                },
+                move |(_, woke): &(ReparseResult, bool)| {
+                    if *woke {
+                        wake(&queued);
+                    }
+                },
+            )
+            .await?;
+        Ok(result)
+    }
+}
+
+/// Leases the due rows and returns them oldest first.
+fn claim(
+    conn: &Connection,
+    now: &str,
+    until: &str,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let mut rows = conn
+        .prepare_cached(
+            "UPDATE transactions SET claimed_until = ?2
+             WHERE id IN (
+               SELECT id FROM transactions
+               WHERE state = 'pending'
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
+                 AND (claimed_until IS NULL OR claimed_until <= ?1)
+               ORDER BY created_at, id
+               LIMIT ?3)
+             RETURNING id, message_id, plugin, body, attempts, created_at",
+        )?
+        .query_map(params![now, until, limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING gives no order.
+    rows.sort_by(|a, b| (&a.5, a.0).cmp(&(&b.5, b.0)));
+    let mut claimed = Vec::with_capacity(rows.len());
+    for (id, message_id, plugin, body, attempts, _) in rows {
+        match decode_transaction(id, &body, plugin) {
+            Ok(transaction) => claimed.push(Claimed {
+                id,
+                message_id,
+                transaction,
+                attempts,
+            }),
+            Err(e) => {
+                tracing::error!("outbox: transaction {id} made dead: {e}");
+                conn.prepare_cached(
+                    "UPDATE transactions
+                     SET state = 'dead', last_error = ?2, next_attempt_at = NULL,
+                         claimed_until = NULL, updated_at = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, e.to_string(), timestamp(Utc::now())])?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// The writer side of `apply_reparse`; the flag says whether something became pending and due.
+fn reparse(
+    conn: &Connection,
+    message_id: i64,
+    status: MessageStatus,
+    plugin: Option<&str>,
+    reason: Option<&str>,
+    transactions: &[Transaction],
+) -> Result<(ReparseResult, bool), StoreError> {
+    let now = timestamp(Utc::now());
+    let found = conn
+        .prepare_cached(
+            "UPDATE messages SET status = ?2, plugin = ?3, reason = ?4, parsed_at = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![message_id, status.as_str(), plugin, reason, now])?;
+    if found == 0 {
+        return Err(StoreError::NotFound(format!("message {message_id}")));
+    }
+    let mut result = ReparseResult::default();
+    let mut queued = false;
+    if status != MessageStatus::Queued {
+        return Ok((result, queued));
+    }
+    for t in transactions {
+        let row_plugin = if t.plugin.is_empty() {
+            plugin.unwrap_or_default()
+        } else {
+            t.plugin.as_str()
+        };
+        let body = serde_json::to_string(t)?;
+        let existing: Option<(i64, String, String)> = conn
+            .prepare_cached("SELECT id, body, state FROM transactions WHERE external_id = ?1")?
+            .query_row([&t.external_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let Some((id, stored, state)) = existing else {
+            conn.prepare_cached(
+                "INSERT INTO transactions (message_id, external_id, plugin, body, state,
+                                           next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+            )?
+            .execute(params![message_id, t.external_id, row_plugin, body, now])?;
+            result.new += 1;
+            queued = true;
+            continue;
+        };
+        if same_body(&stored, t)? {
+            result.unchanged += 1;
+        } else if state == "delivered" {
+            result.changed_delivered.push(t.external_id.clone());
+        } else if state == "dead" {
+            conn.prepare_cached(
+                "UPDATE transactions
+                 SET body = ?2, plugin = ?3, state = 'pending', attempts = 0,
+                     next_attempt_at = ?4, claimed_until = NULL, updated_at = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, body, row_plugin, now])?;
+            result.updated += 1;
+            queued = true;
+        } else {
+            conn.prepare_cached(
+                "UPDATE transactions SET body = ?2, plugin = ?3, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, body, row_plugin, now])?;
+            result.updated += 1;
+        }
+    }
+    Ok((result, queued))
+}
+
+/// Whether the stored body is `t`'s serialisation, compared as JSON values.
+fn same_body(stored: &str, t: &Transaction) -> Result<bool, StoreError> {
+    let stored: serde_json::Value = serde_json::from_str(stored)?;
+    Ok(stored == serde_json::to_value(t)?)
+}
