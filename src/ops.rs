@@ -295,13 +295,17 @@ pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<F
             ..mapping
         };
         match resolver.outgoing(&probe, &without_tags).await {
-            Ok(o) => say(
-                "ok",
-                format!(
-                    "source {source}: account {:?}, category {:?}",
-                    o.account_id, o.category_id
-                ),
-            ),
+            Ok(o) => {
+                let shown = |id: Option<i64>, none: &str| {
+                    id.map_or_else(|| none.to_owned(), |id| format!("id {id}"))
+                };
+                let account = shown(o.account_id, "none (cash)");
+                let category = shown(o.category_id, "none");
+                say(
+                    "ok",
+                    format!("source {source}: account {account}, category {category}"),
+                );
+            }
             Err(e) => say("error", format!("source {source}: {e}")),
         }
     }

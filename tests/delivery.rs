@@ -142,6 +142,34 @@ async fn accepted_messages_are_delivered_once_with_their_mapping() {
         .find(|t| t.name == "imported")
         .expect("missing tag created");
     assert!(paid.tag_ids.contains(&imported.id));
+    let check: Value = app
+        .client
+        .get(app.url("/admin/check"))
+        .bearer_auth("admin-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    let findings = check["findings"].to_string();
+    assert!(findings.contains("token accepted"), "{check}");
+    assert!(
+        findings.contains(&format!(
+            "source venmo: account id {}, category none",
+            seed::VENMO
+        )),
+        "{check}"
+    );
+    assert!(
+        findings.contains(&format!(
+            "source testbank: account id {}, category id {}",
+            seed::CHECKING,
+            seed::GROCERIES
+        )),
+        "{check}"
+    );
     let received = fake
         .transaction_by_external_id("venmo:4520938716640285193")
         .unwrap();

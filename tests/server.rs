@@ -302,7 +302,7 @@ async fn mailgun_signed_posts_are_accepted_and_forgeries_replays_and_stale_ones_
     .fold(form, |f, (k, v)| f.text(k, v));
     let response = app
         .client
-        .post(app.url("/inbound/mailgun"))
+        .post(app.url("/inbound/mailgun/mime"))
         .multipart(form)
         .send()
         .await

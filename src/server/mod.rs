@@ -97,6 +97,7 @@ impl Application {
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::health::metrics))
                 .route("/admin/outbox", web::get().to(routes::admin::outbox))
+                .route("/admin/check", web::get().to(routes::admin::check))
                 .route("/admin/replay", web::post().to(routes::admin::replay))
                 .route("/admin/reparse", web::post().to(routes::admin::reparse))
                 .default_service(web::to(not_found))

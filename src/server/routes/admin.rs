@@ -1,5 +1,6 @@
 //! The operator's routes, behind `Authorization: Bearer <admin token>`: the outbox report,
-//! replaying dead letters, re-parsing stored input. Refused when no admin token is set.
+//! replaying dead letters, re-parsing stored input, checking the Lunch Money set-up. Refused
+//! when no admin token is set.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -86,4 +87,12 @@ pub async fn reparse(
     )
     .await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// The Lunch Money side of `lm-ingest check`: token, mapped accounts, categories and tags.
+pub async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let findings = crate::ops::check_lunchmoney(&state.settings, &state.registry).await;
+    let ok = findings.iter().all(|f| f.level != "error");
+    Ok(HttpResponse::Ok().json(json!({ "ok": ok, "findings": findings })))
 }
