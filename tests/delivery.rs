@@ -35,7 +35,7 @@ fn deliver_to(fake: &FakeHandle) -> impl FnOnce(&mut Settings) + '_ {
                 ..Default::default()
             },
         );
-        s.admin.token = Secret::new("admin-token-0123456789");
+        s.admin.token = Secret::new(ADMIN);
     }
 }
 
@@ -80,29 +80,42 @@ fn assert_each_once(fake: &FakeHandle) {
     assert!(twice.is_empty(), "inserted more than once: {twice:?}");
 }
 
-/// Waits until the store says every transaction is delivered (the fake may have them first).
-async fn wait_all_delivered(app: &TestApp, expected: u64) {
+const ADMIN: &str = "admin-token-0123456789";
+
+/// The outbox report, as an operator sees it.
+async fn outbox(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(app.url("/admin/outbox"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// Polls the outbox report until `done` holds for it, and returns it.
+async fn wait_outbox(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let report: Value = app
-            .client
-            .get(app.url("/admin/outbox"))
-            .bearer_auth("admin-token-0123456789")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if report["counts"]["delivered"] == expected && report["counts"]["pending"] == 0 {
-            return;
+        let report = outbox(app).await;
+        if done(&report) {
+            return report;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not all delivered: {report}"
+            "outbox never reached the expected state: {report}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the store says every transaction is delivered (the fake may have them first).
+async fn wait_all_delivered(app: &TestApp, expected: u64) {
+    wait_outbox(app, |r| {
+        r["counts"]["delivered"] == expected && r["counts"]["pending"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -145,7 +158,7 @@ async fn accepted_messages_are_delivered_once_with_their_mapping() {
     let check: Value = app
         .client
         .get(app.url("/admin/check"))
-        .bearer_auth("admin-token-0123456789")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -273,26 +286,10 @@ async fn permanent_errors_dead_letter_only_their_transactions_and_replay_brings_
     // A currency Lunch Money does not support: refused for this transaction only.
     post_hook(&app, "bad", "-3.00", Some("XYZ")).await;
     fake.wait_for_transactions(6, WAIT).await;
-    let admin = |path: &str| {
-        app.client
-            .get(app.url(path))
-            .bearer_auth("admin-token-0123456789")
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let report = loop {
-        let report: Value = admin("/admin/outbox")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if report["counts"]["dead"] == 1 && report["counts"]["delivered"] == 6 {
-            break report;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{report}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let report = wait_outbox(&app, |r| {
+        r["counts"]["dead"] == 1 && r["counts"]["delivered"] == 6
+    })
+    .await;
     assert_eq!(report["dead"][0]["external_id"], "testbank:bad");
     assert!(
         report["dead"][0]["error"]
@@ -313,7 +310,7 @@ async fn permanent_errors_dead_letter_only_their_transactions_and_replay_brings_
     let replayed: Value = app
         .client
         .post(app.url("/admin/replay"))
-        .bearer_auth("admin-token-0123456789")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -332,21 +329,10 @@ async fn permanent_errors_dead_letter_only_their_transactions_and_replay_brings_
         fake.wait_until(WAIT, |_| refusals() == 2).await,
         "replayed transaction was sent again"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let report: Value = admin("/admin/outbox")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if report["counts"]["dead"] == 1 && report["counts"]["pending"] == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{report}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_outbox(&app, |r| {
+        r["counts"]["dead"] == 1 && r["counts"]["pending"] == 0
+    })
+    .await;
     assert_eq!(fake.transactions().len(), 6);
 }
 
@@ -388,16 +374,7 @@ async fn without_a_token_nothing_is_posted_and_the_outbox_shows_what_would_be() 
     post_email(&app, fixture("old-you-paid.eml")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fake.requests().len(), 0);
-    let report: Value = app
-        .client
-        .get(app.url("/admin/outbox"))
-        .bearer_auth("admin-token-0123456789")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = outbox(&app).await;
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["counts"]["pending"], 1);
     let would = &report["pending"][0]["would_post"];

@@ -14,7 +14,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::HttpRequest;
 
 use super::error::ApiError;
-use super::ingest::AppState;
+use super::ingest::{Accepted, AppState};
 use crate::verify::{Request, Verifier};
 
 /// Request headers with lowercase names, as verifiers and webhook plugins read them.
@@ -74,6 +74,41 @@ pub async fn read_body(
         ))),
         Err(_) => Err(ApiError::TooLarge { limit }),
     }
+}
+
+/// The shape of every route whose credentials travel in headers (`email`, `postmark`,
+/// `sendgrid`): authenticate before reading, read within `limit`, then the shared pipeline.
+pub async fn header_authenticated<F>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    route: &'static str,
+    verifier: &dyn Verifier,
+    limit: usize,
+    extract: F,
+) -> Result<actix_web::HttpResponse, ApiError>
+where
+    F: FnOnce(&str, &[u8]) -> Result<crate::inbound::Extracted, crate::inbound::Malformed>
+        + Send
+        + 'static,
+{
+    let body = async {
+        verify_headers(req, verifier)?;
+        read_body(req, payload, limit).await
+    }
+    .await
+    .map_err(|e| refused(state, route, e))?;
+    let content_type = content_type(req);
+    let accepted = Accepted {
+        route,
+        source: None,
+        content_type: content_type.clone(),
+        body,
+    };
+    state
+        .ingest(accepted, move |body| extract(&content_type, body))
+        .await
+        .map_err(|e| refused(state, route, e))
 }
 
 /// Counts a refused request before it is answered.
