@@ -288,6 +288,7 @@ pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<F
             notes: None,
             external_id: format!("{source}:check"),
             tags: Vec::new(),
+            account: None,
             plugin: source.to_owned(),
         };
         let without_tags = crate::settings::SourceMapping {

@@ -277,6 +277,7 @@ impl LunchMoneySettings {
             account: own
                 .and_then(|m| m.account.clone())
                 .or_else(|| d.account.clone()),
+            accounts: own.map(|m| m.accounts.clone()).unwrap_or_default(),
             category: own
                 .and_then(|m| m.category.clone())
                 .or_else(|| d.category.clone()),
@@ -311,6 +312,9 @@ pub struct SourceMapping {
     /// The manual account (v2) or asset (v1), by name or id. Unset: a cash transaction, which
     /// Lunch Money cannot deduplicate by `external_id`.
     pub account: Option<NameOrId>,
+    /// For sources with several accounts (banks): the Lunch Money account for each of the
+    /// source's own account ids, e.g. `acc_00009 = "Monzo Current"`. Others use `account`.
+    pub accounts: BTreeMap<String, NameOrId>,
     /// A category (never a category group), by name or id.
     pub category: Option<NameOrId>,
     /// Tags added to the plugin's own; missing ones are created.

@@ -21,6 +21,10 @@ pub struct Transaction {
     pub notes: Option<String>,
     pub external_id: String,
     pub tags: Vec<String>,
+    /// The source's own account (a bank account id), when it names one: picks the Lunch Money
+    /// account through `lunchmoney.sources.<plugin>.accounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// The plugin that produced it; carried on the outcome in `parse` output.
     #[serde(skip_serializing, default)]
     pub plugin: String,

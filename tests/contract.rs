@@ -33,6 +33,7 @@ fn transaction(external_id: &str, amount: &str, currency: &str) -> Transaction {
         notes: Some("Pizza & drinks 🍕".into()),
         external_id: external_id.into(),
         tags: vec!["venmo".into()],
+        account: None,
         plugin: "venmo".into(),
     }
 }
@@ -129,6 +130,13 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
                 skip_duplicates: false,
             })
             .await,
+    );
+
+    // Updates of transactions Lunch Money already has (a settled bank transaction).
+    expect_valid("PUT /v2/transactions/{id}", client.update(123, &full).await);
+    expect_valid(
+        "PUT /v2/transactions/{id} without payee or notes",
+        client.update(124, &minimal).await,
     );
 
     // The lookups and the token check.

@@ -468,3 +468,52 @@ sign = "-"
     app.stop().await;
     let _ = Store::open(&store_path).unwrap();
 }
+
+#[tokio::test]
+async fn a_changed_transaction_updates_lunch_money_instead_of_inserting_again() {
+    let fake = FakeLunchMoney::start();
+    let app = spawn_app_with(deliver_to(&fake)).await;
+    // Pending at first…
+    let first = post_hook(&app, "settle-1", "-5.00", None).await;
+    assert_eq!(first["new_transactions"], 1);
+    fake.wait_for_transactions(1, WAIT).await;
+    wait_all_delivered(&app, 1).await;
+    let lunchmoney_id = fake
+        .transaction_by_external_id("testbank:settle-1")
+        .unwrap()
+        .id;
+    // …then settled for a different amount: the same external_id, new content.
+    let settled = post_hook(&app, "settle-1", "-5.75", None).await;
+    assert_eq!(
+        (
+            settled["new_transactions"].clone(),
+            settled["updated_transactions"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+    let updated = fake
+        .wait_until(WAIT, |f| {
+            f.transaction_by_external_id("testbank:settle-1")
+                .is_some_and(|t| t.debit_amount == "5.7500")
+        })
+        .await;
+    assert!(updated, "{:?}", fake.transactions());
+    assert_eq!(
+        fake.transactions().len(),
+        1,
+        "updated, never inserted twice"
+    );
+    assert_eq!(
+        fake.transaction_by_external_id("testbank:settle-1")
+            .unwrap()
+            .id,
+        lunchmoney_id
+    );
+    assert_eq!(fake.request_count("PUT /v2/transactions/{id}"), 1);
+    let violations: Vec<_> = fake.rejections();
+    assert!(violations.is_empty(), "{violations:?}");
+    // The same content again changes nothing.
+    let again = post_hook(&app, "settle-1", "-5.75", None).await;
+    assert_eq!(again["status"], "duplicate");
+    wait_all_delivered(&app, 1).await;
+}

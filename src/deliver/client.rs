@@ -137,6 +137,34 @@ impl Client {
         }
     }
 
+    /// The JSON body of an update: only what the source decides (date, amount, currency, payee,
+    /// notes), so a category or tags the user changed in Lunch Money are kept.
+    pub fn update_body(&self, item: &Outgoing) -> Value {
+        let tx = &item.transaction;
+        let mut map = Map::new();
+        common_fields(tx, &mut map);
+        map.remove("external_id");
+        match self.api {
+            ApiVersion::V2 => {
+                map.insert("amount".into(), json!(v2_amount(tx)));
+                Value::Object(map)
+            }
+            ApiVersion::V1 => {
+                map.insert("amount".into(), json!(tx.amount.as_str()));
+                json!({ "transaction": Value::Object(map), "debit_as_negative": true })
+            }
+        }
+    }
+
+    /// Updates a transaction Lunch Money already has (`PUT /v2/transactions/{id}`): a settled or
+    /// corrected version of one we delivered.
+    pub async fn update(&self, lunchmoney_id: i64, item: &Outgoing) -> Result<(), ApiError> {
+        let path = format!("/{}/transactions/{lunchmoney_id}", self.version());
+        self.send(reqwest::Method::PUT, &path, Some(self.update_body(item)))
+            .await
+            .map(drop)
+    }
+
     /// The token's user (`GET /v2/me`, `/v1/me`): proves the token works.
     pub async fn me(&self) -> Result<Value, ApiError> {
         self.send(
@@ -360,11 +388,7 @@ fn v2_transaction(item: &Outgoing) -> Value {
     let tx = &item.transaction;
     let mut map = Map::new();
     common_fields(tx, &mut map);
-    // v2: positive = debit (money out). Ours: negative = money out.
-    let amount = Amount::parse_plain(tx.amount.as_str(), None)
-        .map(|a| a.negate().render(currency_exponent(&tx.currency)))
-        .unwrap_or_else(|_| tx.amount.as_str().to_owned());
-    map.insert("amount".into(), json!(amount));
+    map.insert("amount".into(), json!(v2_amount(tx)));
     if let Some(id) = item.account_id {
         map.insert("manual_account_id".into(), json!(id));
     }
@@ -384,6 +408,13 @@ fn v2_transaction(item: &Outgoing) -> Value {
         );
     }
     Value::Object(map)
+}
+
+/// v2: positive = debit (money out). Ours: negative = money out.
+fn v2_amount(tx: &Transaction) -> String {
+    Amount::parse_plain(tx.amount.as_str(), None)
+        .map(|a| a.negate().render(currency_exponent(&tx.currency)))
+        .unwrap_or_else(|_| tx.amount.as_str().to_owned())
 }
 
 fn v1_transaction(item: &Outgoing) -> Value {
@@ -506,6 +537,7 @@ mod tests {
                 notes: None,
                 external_id: "venmo:1".into(),
                 tags: vec!["venmo".into()],
+                account: None,
                 plugin: "venmo".into(),
             },
             account_id: Some(7),
@@ -542,6 +574,20 @@ mod tests {
         assert!(first.get("notes").is_none() && first.get("category_id").is_none());
         assert_eq!(body["apply_rules"], true);
         assert!(body.get("debit_as_negative").is_none());
+    }
+
+    #[test]
+    fn updates_carry_only_what_the_source_decides() {
+        let item = outgoing("-25.00");
+        let v2 = client(ApiVersion::V2).update_body(&item);
+        assert_eq!(v2["amount"], "25.00");
+        let mut keys: Vec<&str> = v2.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["amount", "currency", "date", "payee"]);
+        let v1 = client(ApiVersion::V1).update_body(&item);
+        assert_eq!(v1["transaction"]["amount"], "-25.00");
+        assert_eq!(v1["debit_as_negative"], true);
+        assert!(v1["transaction"].get("external_id").is_none());
     }
 
     #[test]

@@ -64,7 +64,12 @@ impl Resolver {
         if catalog.loaded_at.is_none() {
             self.load(&mut catalog).await?;
         }
-        let account_id = match &mapping.account {
+        let wanted_account = tx
+            .account
+            .as_ref()
+            .and_then(|a| mapping.accounts.get(a))
+            .or(mapping.account.as_ref());
+        let account_id = match wanted_account {
             None => None,
             Some(wanted) => Some(self.find(&mut catalog, wanted, Kind::Account).await?),
         };

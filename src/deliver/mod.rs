@@ -17,7 +17,10 @@ use crate::settings::LunchMoneySettings;
 pub fn sources_without_account(settings: &LunchMoneySettings, registry: &Registry) -> Vec<String> {
     registry
         .ids()
-        .filter(|id| settings.mapping(id).account.is_none())
+        .filter(|id| {
+            let mapping = settings.mapping(id);
+            mapping.account.is_none() && mapping.accounts.is_empty()
+        })
         .map(str::to_owned)
         .collect()
 }

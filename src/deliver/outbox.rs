@@ -10,6 +10,8 @@
 //!   names by index, or the one a bisection isolates; the rest of the batch is delivered.
 //! - A lost answer is harmless: Lunch Money skips an `external_id` it already has on the account
 //!   and reports it in `skipped_duplicates`, which counts as delivered.
+//! - A transaction Lunch Money already has (its id is known) and that changed since (a bank's
+//!   pending transaction settling) is sent as an update (PUT), never inserted again.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -47,12 +49,14 @@ pub struct Outbox {
 /// The worker was told to stop while waiting for its turn to send.
 struct Stopped;
 
-/// A claimed row on its way out: store id, attempts so far, and the resolved transaction.
+/// A claimed row on its way out: store id, attempts so far, the resolved transaction, and the
+/// Lunch Money id when it is an update of one Lunch Money has.
 #[derive(Clone)]
 struct Row {
     id: i64,
     attempts: i64,
     outgoing: Outgoing,
+    lunchmoney_id: Option<i64>,
 }
 
 type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), Stopped>> + Send + 'a>>;
@@ -124,19 +128,31 @@ impl Outbox {
             let Some(rows) = self.resolve(&source, &mapping, claims).await else {
                 continue;
             };
-            for chunk in rows.chunks(self.settings.batch_size) {
-                if self
-                    .send(chunk.to_vec(), &mapping, false, stop)
-                    .await
-                    .is_err()
-                {
-                    // Give back what this round has not sent, so a restart sends it at once.
-                    let unsent: Vec<i64> = sources
-                        .flat_map(|(_, claims)| claims.into_iter().map(|c| c.id))
-                        .collect();
-                    self.release(unsent).await;
-                    return Err(Stopped);
+            let (updates, inserts): (Vec<Row>, Vec<Row>) =
+                rows.into_iter().partition(|r| r.lunchmoney_id.is_some());
+            let mut stopped = false;
+            for row in updates {
+                if stopped || self.update(row, stop).await.is_err() {
+                    stopped = true;
                 }
+            }
+            for chunk in inserts.chunks(self.settings.batch_size) {
+                if stopped
+                    || self
+                        .send(chunk.to_vec(), &mapping, false, stop)
+                        .await
+                        .is_err()
+                {
+                    stopped = true;
+                }
+            }
+            if stopped {
+                // Give back what this round has not sent, so a restart sends it at once.
+                let unsent: Vec<i64> = sources
+                    .flat_map(|(_, claims)| claims.into_iter().map(|c| c.id))
+                    .collect();
+                self.release(unsent).await;
+                return Err(Stopped);
             }
         }
         Ok(())
@@ -156,6 +172,7 @@ impl Outbox {
                     id: c.id,
                     attempts: c.attempts,
                     outgoing,
+                    lunchmoney_id: c.lunchmoney_id,
                 }),
                 Err(e) => {
                     tracing::warn!(source, error = %e, "outbox: cannot map transactions to Lunch Money; will retry");
@@ -224,6 +241,53 @@ impl Outbox {
                 Decision::Permanent => self.isolate(rows, mapping, refreshed, error, stop).await,
             }
         })
+    }
+
+    /// Sends one update (Lunch Money has no batch update) and records what happened.
+    async fn update(&self, row: Row, stop: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
+        let Some(lunchmoney_id) = row.lunchmoney_id else {
+            return Ok(());
+        };
+        tokio::select! {
+            () = self.limiter.acquire() => {}
+            _ = stop.changed() => {
+                self.release(vec![row.id]).await;
+                return Err(Stopped);
+            }
+        }
+        match self.client.update(lunchmoney_id, &row.outgoing).await {
+            Ok(()) => match self
+                .store
+                .mark_delivered(vec![(row.id, Some(lunchmoney_id))])
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    transaction = row.id,
+                    lunchmoney_id,
+                    "outbox: updated in Lunch Money"
+                ),
+                Err(e) => tracing::error!(error = %e, "outbox: updated but could not record it"),
+            },
+            Err(error) => match decide(&error) {
+                Decision::Retry { after } => {
+                    if let Some(after) = after {
+                        self.limiter.pause(after);
+                    }
+                    tracing::warn!(transaction = row.id, error = %error, "outbox: update failed; will retry");
+                    self.retry_later(vec![row.id], error.to_string(), row.attempts, after)
+                        .await;
+                }
+                // E.g. 404: the user deleted it in Lunch Money. Not re-inserted behind their back.
+                Decision::Permanent => {
+                    self.dead(vec![(
+                        row.id,
+                        format!("update of Lunch Money transaction {lunchmoney_id}: {error}"),
+                    )])
+                    .await
+                }
+            },
+        }
+        Ok(())
     }
 
     /// A permanent failure: find which transactions it concerns, dead-letter them, send the rest.

@@ -136,6 +136,7 @@ impl RuleSet {
         let money = Money::new(amount, &currency);
         let payee = fill_opt(&template.fields.payee, captures);
         let notes = fill_opt(&template.fields.notes, captures);
+        let account = fill_opt(&template.fields.account, captures);
         let external_id = match fill_opt(&template.fields.id, captures) {
             Some(id) => external_id(&self.id, &id),
             None => {
@@ -172,6 +173,7 @@ impl RuleSet {
             notes,
             external_id,
             tags,
+            account,
             plugin: self.id.clone(),
         })
     }
@@ -361,6 +363,12 @@ pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
             }?;
             Some(t.with_timezone(&tz).date_naive())
         }
+        // `utc:PATTERN`: a time with no zone that the source documents as UTC (bunq).
+        pattern if pattern.starts_with("utc:") => {
+            NaiveDateTime::parse_from_str(&text, &pattern[4..])
+                .ok()
+                .map(|t| t.and_utc().with_timezone(&tz).date_naive())
+        }
         // A pattern with an offset names an instant; convert it before naive readings, which
         // would silently drop the offset.
         pattern => DateTime::parse_from_str(&text, pattern)
@@ -423,6 +431,11 @@ mod tests {
             Some("2024-03-01")
         );
         assert_eq!(d("yesterday", &["%b %d, %Y"]), None);
+        assert_eq!(
+            d("2024-03-02 07:30:00.123456", &["utc:%Y-%m-%d %H:%M:%S%.f"]).as_deref(),
+            Some("2024-03-01"),
+            "07:30 UTC is still the 1st in Los Angeles"
+        );
     }
 
     #[test]

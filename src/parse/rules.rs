@@ -121,6 +121,7 @@ struct FieldsSpec {
     payee: Option<String>,
     notes: Option<String>,
     id: Option<String>,
+    account: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +231,8 @@ pub struct Fields {
     pub payee: Option<Vec<Segment>>,
     pub notes: Option<Vec<Segment>>,
     pub id: Option<Vec<Segment>>,
+    /// The source's own account id (a bank account), for mapping to a Lunch Money account.
+    pub account: Option<Vec<Segment>>,
 }
 
 #[derive(Debug, Clone)]
@@ -507,6 +510,7 @@ impl Compiler<'_> {
             if NAMED_DATE_FORMATS.contains(&f.as_str()) {
                 continue;
             }
+            let f = f.strip_prefix("utc:").unwrap_or(f);
             let items: Vec<_> = chrono::format::StrftimeItems::new(f).collect();
             if items
                 .iter()
@@ -720,6 +724,7 @@ impl Compiler<'_> {
             date: field("date", t.fields.date, false),
             payee: field("payee", t.fields.payee, false),
             notes: field("notes", t.fields.notes, false),
+            account: field("account", t.fields.account, false),
             id: field("id", t.fields.id, false),
         };
         let sign_from = t.sign_from.map(|s| {

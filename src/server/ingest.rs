@@ -128,6 +128,7 @@ impl AppState {
             "reason": reason,
             "transactions": receipt.transactions,
             "new_transactions": receipt.new_transactions,
+            "updated_transactions": receipt.updated_transactions,
         })))
     }
 }

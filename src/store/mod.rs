@@ -186,6 +186,9 @@ pub struct Receipt {
     pub transactions: usize,
     /// Of those, how many were newly queued (their `external_id` was new); 0 for duplicates.
     pub new_transactions: usize,
+    /// Of those, how many were already stored with other content and were rewritten (an update,
+    /// e.g. a settled bank transaction); 0 for duplicates.
+    pub updated_transactions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,7 +325,7 @@ impl Store {
         self.write_then(
             move |conn| writer::ingest(conn, &message, &parsed_at),
             move |receipt: &Receipt| {
-                if receipt.new_transactions > 0 {
+                if receipt.new_transactions + receipt.updated_transactions > 0 {
                     wake(&queued);
                 }
             },

@@ -39,6 +39,8 @@ pub struct Claimed {
     pub transaction: Transaction,
     /// Failed attempts so far (0 on the first delivery).
     pub attempts: i64,
+    /// Set when Lunch Money already has the transaction: the claim is an update (PUT) of it.
+    pub lunchmoney_id: Option<i64>,
 }
 
 /// The state of the outbox at one instant (one read snapshot).
@@ -63,12 +65,13 @@ pub struct OutboxSummary {
 pub struct ReparseResult {
     /// New `external_id`s, queued as pending.
     pub new: usize,
-    /// Pending or dead rows whose body changed and was rewritten (dead ones made pending again).
+    /// Rows whose body changed and was rewritten: pending ones, dead ones (made pending again),
+    /// and delivered ones Lunch Money will be updated for (PUT).
     pub updated: usize,
     /// Rows whose body is the same.
     pub unchanged: usize,
-    /// `external_id`s of delivered rows whose body would change: left as they are, for a later
-    /// update of Lunch Money.
+    /// `external_id`s of delivered rows whose body changed but whose Lunch Money id is unknown
+    /// (v1 does not always say it), so Lunch Money cannot be updated: left as they are.
     pub changed_delivered: Vec<String>,
 }
 
@@ -406,7 +409,7 @@ fn claim(
                  AND (claimed_until IS NULL OR claimed_until <= ?1)
                ORDER BY created_at, id
                LIMIT ?3)
-             RETURNING id, message_id, plugin, body, attempts, created_at",
+             RETURNING id, message_id, plugin, body, attempts, created_at, lunchmoney_id",
         )?
         .query_map(params![now, until, limit], |row| {
             Ok((
@@ -416,19 +419,21 @@ fn claim(
                 row.get::<_, String>(3)?,
                 row.get::<_, i64>(4)?,
                 row.get::<_, String>(5)?,
+                row.get::<_, Option<i64>>(6)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     // RETURNING gives no order.
     rows.sort_by(|a, b| (&a.5, a.0).cmp(&(&b.5, b.0)));
     let mut claimed = Vec::with_capacity(rows.len());
-    for (id, message_id, plugin, body, attempts, _) in rows {
+    for (id, message_id, plugin, body, attempts, _, lunchmoney_id) in rows {
         match decode_transaction(id, &body, plugin) {
             Ok(transaction) => claimed.push(Claimed {
                 id,
                 message_id,
                 transaction,
                 attempts,
+                lunchmoney_id,
             }),
             Err(e) => {
                 tracing::error!("outbox: transaction {id} made dead: {e}");
@@ -475,47 +480,94 @@ fn reparse(
         } else {
             t.plugin.as_str()
         };
-        let body = serde_json::to_string(t)?;
-        let existing: Option<(i64, String, String)> = conn
-            .prepare_cached("SELECT id, body, state FROM transactions WHERE external_id = ?1")?
-            .query_row([&t.external_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        let Some((id, stored, state)) = existing else {
+        match reconcile(conn, message_id, t, row_plugin, &now)? {
+            Reconciled::New => {
+                result.new += 1;
+                queued = true;
+            }
+            Reconciled::Unchanged => result.unchanged += 1,
+            Reconciled::Rewritten { queued: q } => {
+                result.updated += 1;
+                queued |= q;
+            }
+            Reconciled::ChangedUnreachable => result.changed_delivered.push(t.external_id.clone()),
+        }
+    }
+    Ok((result, queued))
+}
+
+/// What storing a transaction did, given what was stored under its `external_id`.
+pub(crate) enum Reconciled {
+    /// Not seen before: queued for insertion.
+    New,
+    Unchanged,
+    /// The body changed and was rewritten; `queued` when that made something due to be sent
+    /// (a dead row revived, or a delivered one now to be updated in Lunch Money).
+    Rewritten {
+        queued: bool,
+    },
+    /// Delivered, changed, but with no Lunch Money id to update: left as it is.
+    ChangedUnreachable,
+}
+
+/// Stores `t` under its `external_id`, the one rule for ingest and re-parse alike:
+/// - new: inserted pending (an insert);
+/// - same body: nothing;
+/// - pending: body rewritten (whatever is sent next carries it);
+/// - dead: body rewritten, pending again, attempts reset;
+/// - delivered with a Lunch Money id: body rewritten and pending again, which the outbox sends as
+///   an update (PUT) because the id is set: Lunch Money skips a second insert of an
+///   `external_id`, so a settled or corrected transaction must be an update, never an insert;
+/// - delivered without an id: left as it is.
+pub(crate) fn reconcile(
+    conn: &Connection,
+    message_id: i64,
+    t: &Transaction,
+    plugin: &str,
+    now: &str,
+) -> Result<Reconciled, StoreError> {
+    let body = serde_json::to_string(t)?;
+    let existing: Option<(i64, String, String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT id, body, state, lunchmoney_id FROM transactions WHERE external_id = ?1",
+        )?
+        .query_row([&t.external_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((id, stored, state, lunchmoney_id)) = existing else {
+        conn.prepare_cached(
+            "INSERT INTO transactions (message_id, external_id, plugin, body, state,
+                                       next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+        )?
+        .execute(params![message_id, t.external_id, plugin, body, now])?;
+        return Ok(Reconciled::New);
+    };
+    if same_body(&stored, t)? {
+        return Ok(Reconciled::Unchanged);
+    }
+    match (state.as_str(), lunchmoney_id) {
+        ("delivered", None) => Ok(Reconciled::ChangedUnreachable),
+        ("pending", _) => {
             conn.prepare_cached(
-                "INSERT INTO transactions (message_id, external_id, plugin, body, state,
-                                           next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+                "UPDATE transactions SET body = ?2, plugin = ?3, updated_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![message_id, t.external_id, row_plugin, body, now])?;
-            result.new += 1;
-            queued = true;
-            continue;
-        };
-        if same_body(&stored, t)? {
-            result.unchanged += 1;
-        } else if state == "delivered" {
-            result.changed_delivered.push(t.external_id.clone());
-        } else if state == "dead" {
+            .execute(params![id, body, plugin, now])?;
+            Ok(Reconciled::Rewritten { queued: false })
+        }
+        // Dead, or delivered with an id: due again, from a clean slate.
+        _ => {
             conn.prepare_cached(
                 "UPDATE transactions
                  SET body = ?2, plugin = ?3, state = 'pending', attempts = 0,
                      next_attempt_at = ?4, claimed_until = NULL, updated_at = ?4
                  WHERE id = ?1",
             )?
-            .execute(params![id, body, row_plugin, now])?;
-            result.updated += 1;
-            queued = true;
-        } else {
-            conn.prepare_cached(
-                "UPDATE transactions SET body = ?2, plugin = ?3, updated_at = ?4 WHERE id = ?1",
-            )?
-            .execute(params![id, body, row_plugin, now])?;
-            result.updated += 1;
+            .execute(params![id, body, plugin, now])?;
+            Ok(Reconciled::Rewritten { queued: true })
         }
     }
-    Ok((result, queued))
 }
 
 /// Whether the stored body is `t`'s serialisation, compared as JSON values.

@@ -17,6 +17,7 @@ fn txn(external_id: &str, minor: i128) -> Transaction {
         notes: Some("Pizza & drinks 🍕".to_owned()),
         external_id: external_id.to_owned(),
         tags: vec!["venmo".to_owned()],
+        account: None,
         plugin: "venmo".to_owned(),
     }
 }
@@ -128,6 +129,7 @@ async fn a_message_survives_reopening_byte_for_byte() {
             status: MessageStatus::Queued,
             transactions: 2,
             new_transactions: 2,
+            updated_transactions: 0,
         }
     );
     store.close().unwrap();
@@ -206,6 +208,7 @@ async fn duplicates_are_stored_once_and_transactions_queued_once() {
             status: MessageStatus::Queued,
             transactions: 2,
             new_transactions: 0,
+            updated_transactions: 0,
         }
     );
     assert_eq!(total_messages(&store), 1);
@@ -1362,13 +1365,17 @@ async fn apply_reparse_reconciles_by_external_id() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(&dir);
     let ids = [
-        "venmo:a", "venmo:b", "venmo:c", "venmo:d", "venmo:e", "venmo:k",
+        "venmo:a", "venmo:b", "venmo:c", "venmo:d", "venmo:e", "venmo:k", "venmo:v",
     ];
     let m1 = queue(&store, "m1", &ids).await;
     let id = |x: &str| id_of(&store, &format!("venmo:{x}"));
-    let (a, b, c) = (id("a"), id("b"), id("c"));
+    let (a, b, c, v) = (id("a"), id("b"), id("c"), id("v"));
     store.claim_pending(10, MINUTE, Utc::now()).await.unwrap();
-    store.mark_delivered(vec![(a, Some(1))]).await.unwrap();
+    // a: delivered with its Lunch Money id; v: delivered, id unknown (v1 may not say).
+    store
+        .mark_delivered(vec![(a, Some(1)), (v, None)])
+        .await
+        .unwrap();
     store
         .mark_dead(vec![(b, "400: bad amount".to_owned())])
         .await
@@ -1431,6 +1438,7 @@ async fn apply_reparse_reconciles_by_external_id() {
                 txn("venmo:d", -100),
                 txn("venmo:e", -100),
                 f,
+                txn("venmo:v", -999),
             ],
         )
         .await
@@ -1439,17 +1447,25 @@ async fn apply_reparse_reconciles_by_external_id() {
         result,
         ReparseResult {
             new: 1,
-            updated: 2,
+            updated: 3,
             unchanged: 2,
-            changed_delivered: vec!["venmo:a".to_owned()],
+            changed_delivered: vec!["venmo:v".to_owned()],
         }
     );
     tokio::time::timeout(Duration::from_secs(1), signal.notified())
         .await
         .expect("queued something: signalled");
 
-    // The delivered row is untouched.
-    assert_eq!(row(&store, "venmo:a"), before[0]);
+    // The delivered row with an id becomes an update for Lunch Money: pending, due now, new body,
+    // its Lunch Money id kept (the outbox sends a PUT for it).
+    let ra = row(&store, "venmo:a");
+    assert_eq!(ra.transaction.notes.as_deref(), Some("Pizza"));
+    assert_eq!(
+        (ra.state.as_str(), ra.attempts, ra.lunchmoney_id),
+        ("pending", 0, Some(1))
+    );
+    // The delivered row without an id cannot be updated: untouched, and reported.
+    assert_eq!(row(&store, "venmo:v"), before[6]);
     // The dead one is revived with the new body, due now, attempts reset, error kept.
     let rb = row(&store, "venmo:b");
     assert_eq!(rb.transaction, b2);
@@ -1473,7 +1489,7 @@ async fn apply_reparse_reconciles_by_external_id() {
     let rf = row(&store, "venmo:f");
     assert_eq!((rf.message_id, rf.state.as_str()), (m1, "pending"));
     assert_eq!(rf.transaction.plugin, "venmo");
-    assert_eq!(store.transactions_of(m1).unwrap().len(), 7);
+    assert_eq!(store.transactions_of(m1).unwrap().len(), 8);
 
     let m = store.message(m1).unwrap().unwrap();
     assert_eq!(m.reason.as_deref(), Some("fixed template"));

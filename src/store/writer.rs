@@ -18,6 +18,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
+use super::outbox::{reconcile, Reconciled};
 use super::{timestamp, MessageStatus, NewMessage, Receipt, StoreError};
 
 /// Most jobs committed together; bounds the latency one batch adds and the transaction's size.
@@ -312,25 +313,24 @@ pub(crate) fn ingest(
             status: status.parse()?,
             transactions: m.transactions.len(),
             new_transactions: 0,
+            updated_transactions: 0,
         });
     };
     let mut new_transactions = 0;
+    let mut updated_transactions = 0;
     if m.status == MessageStatus::Queued && !m.transactions.is_empty() {
         let now = timestamp(Utc::now());
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO transactions (message_id, external_id, plugin, body, state,
-                                       next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)
-             ON CONFLICT (external_id) DO NOTHING",
-        )?;
         for t in &m.transactions {
             let plugin = if t.plugin.is_empty() {
                 m.plugin.as_deref().unwrap_or_default()
             } else {
                 t.plugin.as_str()
             };
-            let body = serde_json::to_string(t)?;
-            new_transactions += insert.execute(params![id, t.external_id, plugin, body, now])?;
+            match reconcile(conn, id, t, plugin, &now)? {
+                Reconciled::New => new_transactions += 1,
+                Reconciled::Rewritten { .. } => updated_transactions += 1,
+                Reconciled::Unchanged | Reconciled::ChangedUnreachable => {}
+            }
         }
     }
     Ok(Receipt {
@@ -339,6 +339,7 @@ pub(crate) fn ingest(
         status: m.status,
         transactions: m.transactions.len(),
         new_transactions,
+        updated_transactions,
     })
 }
 
