@@ -289,6 +289,7 @@ pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<F
             external_id: format!("{source}:check"),
             tags: Vec::new(),
             account: None,
+            balance: None,
             plugin: source.to_owned(),
         };
         let without_tags = crate::settings::SourceMapping {

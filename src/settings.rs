@@ -293,6 +293,7 @@ impl LunchMoneySettings {
             status: own.and_then(|m| m.status).or(d.status),
             apply_rules: own.and_then(|m| m.apply_rules).or(d.apply_rules),
             skip_duplicates: own.and_then(|m| m.skip_duplicates).or(d.skip_duplicates),
+            update_balance: own.and_then(|m| m.update_balance).or(d.update_balance),
         }
     }
 }
@@ -322,6 +323,10 @@ pub struct SourceMapping {
     pub status: Option<ReviewStatus>,
     pub apply_rules: Option<bool>,
     pub skip_duplicates: Option<bool>,
+    /// Where the source reports the account balance (bunq, Monzo), set the mapped manual
+    /// account's balance to the newest one after each delivery. Best effort: a failed update is
+    /// logged and the next transaction's balance tries again.
+    pub update_balance: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]

@@ -25,6 +25,9 @@ pub struct Transaction {
     /// account through `lunchmoney.sources.<plugin>.accounts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The account's balance after this transaction, when the source says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Money>,
     /// The plugin that produced it; carried on the outcome in `parse` output.
     #[serde(skip_serializing, default)]
     pub plugin: String,

@@ -34,6 +34,7 @@ fn transaction(external_id: &str, amount: &str, currency: &str) -> Transaction {
         external_id: external_id.into(),
         tags: vec!["venmo".into()],
         account: None,
+        balance: None,
         plugin: "venmo".into(),
     }
 }
@@ -137,6 +138,20 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
     expect_valid(
         "PUT /v2/transactions/{id} without payee or notes",
         client.update(124, &minimal).await,
+    );
+
+    // Balances reported by a bank.
+    let balance = Money::new(Amount::parse_plain("1234.56", None).unwrap(), "usd");
+    expect_valid(
+        "PUT /v2/manual_accounts/{id}",
+        client
+            .update_balance(
+                101,
+                &balance,
+                "usd",
+                NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
+            )
+            .await,
     );
 
     // The lookups and the token check.

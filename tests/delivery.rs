@@ -517,3 +517,54 @@ async fn a_changed_transaction_updates_lunch_money_instead_of_inserting_again() 
     assert_eq!(again["status"], "duplicate");
     wait_all_delivered(&app, 1).await;
 }
+
+#[tokio::test]
+async fn reported_balances_update_the_mapped_account_when_asked() {
+    let fake = FakeLunchMoney::start();
+    let app = spawn_app_with(|s| {
+        deliver_to(&fake)(s);
+        s.lunchmoney
+            .sources
+            .get_mut("testbank")
+            .unwrap()
+            .update_balance = Some(true);
+    })
+    .await;
+    for (id, amount, balance, date) in [
+        ("b1", "-10.00", "120.50", "2024-03-08"),
+        ("b2", "-20.50", "100.00", "2024-03-09"),
+    ] {
+        let event = json!({"type": "transaction.created", "data": {"id": id, "amount": amount, "date": date, "balance": balance}});
+        let response = app
+            .client
+            .post(app.url("/hooks/testbank"))
+            .bearer_auth(TOKEN)
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    fake.wait_for_transactions(2, WAIT).await;
+    let updated = fake
+        .wait_until(WAIT, |f| {
+            f.manual_account(seed::CHECKING)
+                .is_some_and(|a| a.balance == "100.0000")
+        })
+        .await;
+    assert!(updated, "{:?}", fake.manual_account(seed::CHECKING));
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    let account = fake.manual_account(seed::CHECKING).unwrap();
+    let last = account.raw_updates.last().unwrap();
+    assert_eq!(
+        (last["balance"].clone(), last["balance_as_of"].clone()),
+        (json!("100.00"), json!("2024-03-09")),
+        "the newest balance, as of its transaction's date"
+    );
+    // The Venmo account is mapped without update_balance: never touched.
+    assert!(fake
+        .manual_account(seed::VENMO)
+        .unwrap()
+        .raw_updates
+        .is_empty());
+}

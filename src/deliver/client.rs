@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::money::{currency_exponent, Amount};
+use chrono::NaiveDate;
+
+use crate::money::{currency_exponent, Amount, Money};
 use crate::settings::{ApiVersion, LunchMoneySettings, ReviewStatus, Secret};
 use crate::transaction::Transaction;
 
@@ -161,6 +163,24 @@ impl Client {
     pub async fn update(&self, lunchmoney_id: i64, item: &Outgoing) -> Result<(), ApiError> {
         let path = format!("/{}/transactions/{lunchmoney_id}", self.version());
         self.send(reqwest::Method::PUT, &path, Some(self.update_body(item)))
+            .await
+            .map(drop)
+    }
+
+    /// Sets a manual account's (v2) or asset's (v1) balance.
+    pub async fn update_balance(
+        &self,
+        account_id: i64,
+        balance: &Money,
+        currency: &str,
+        as_of: NaiveDate,
+    ) -> Result<(), ApiError> {
+        let path = match self.api {
+            ApiVersion::V2 => format!("/v2/manual_accounts/{account_id}"),
+            ApiVersion::V1 => format!("/v1/assets/{account_id}"),
+        };
+        let body = json!({ "balance": balance.as_str(), "currency": currency, "balance_as_of": as_of.to_string() });
+        self.send(reqwest::Method::PUT, &path, Some(body))
             .await
             .map(drop)
     }
@@ -538,6 +558,7 @@ mod tests {
                 external_id: "venmo:1".into(),
                 tags: vec!["venmo".into()],
                 account: None,
+                balance: None,
                 plugin: "venmo".into(),
             },
             account_id: Some(7),

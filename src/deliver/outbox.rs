@@ -13,13 +13,13 @@
 //! - A transaction Lunch Money already has (its id is known) and that changed since (a bank's
 //!   pending transaction settling) is sent as an update (PUT), never inserted again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use tokio::sync::watch;
 
 use super::client::{ApiError, Batch, Client, ItemResult, Outgoing};
@@ -44,6 +44,10 @@ pub struct Outbox {
     limiter: RateLimiter,
     settings: LunchMoneySettings,
     jitter: Mutex<Jitter>,
+    /// The date of the newest balance set per Lunch Money account, so a retried older
+    /// transaction never sets an older balance over a newer one. In memory: after a restart the
+    /// next balance simply wins.
+    balances_set: Mutex<HashMap<i64, NaiveDate>>,
 }
 
 /// The worker was told to stop while waiting for its turn to send.
@@ -71,6 +75,7 @@ impl Outbox {
             limiter: RateLimiter::new(settings.requests_per_minute),
             settings: settings.clone(),
             jitter: Mutex::new(Jitter::seeded()),
+            balances_set: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +133,9 @@ impl Outbox {
             let Some(rows) = self.resolve(&source, &mapping, claims).await else {
                 continue;
             };
+            if mapping.update_balance == Some(true) {
+                self.update_balances(&rows, stop).await;
+            }
             let (updates, inserts): (Vec<Row>, Vec<Row>) =
                 rows.into_iter().partition(|r| r.lunchmoney_id.is_some());
             let mut stopped = false;
@@ -241,6 +249,50 @@ impl Outbox {
                 Decision::Permanent => self.isolate(rows, mapping, refreshed, error, stop).await,
             }
         })
+    }
+
+    /// Sets each account's balance to the newest one these rows report (claims come oldest
+    /// first, so the last row per account is the newest). Best effort: failures are logged.
+    async fn update_balances(&self, rows: &[Row], stop: &mut watch::Receiver<bool>) {
+        let mut newest: BTreeMap<i64, &Row> = BTreeMap::new();
+        for row in rows {
+            if let (Some(account), Some(_)) =
+                (row.outgoing.account_id, &row.outgoing.transaction.balance)
+            {
+                newest.insert(account, row);
+            }
+        }
+        for (account, row) in newest {
+            let tx = &row.outgoing.transaction;
+            let Some(balance) = &tx.balance else { continue };
+            let stale = self
+                .balances_set
+                .lock()
+                .map(|set| set.get(&account).is_some_and(|d| *d > tx.date))
+                .unwrap_or(false);
+            if stale {
+                continue;
+            }
+            tokio::select! {
+                () = self.limiter.acquire() => {}
+                _ = stop.changed() => return,
+            }
+            match self
+                .client
+                .update_balance(account, balance, &tx.currency, tx.date)
+                .await
+            {
+                Ok(()) => {
+                    if let Ok(mut set) = self.balances_set.lock() {
+                        set.insert(account, tx.date);
+                    }
+                    tracing::info!(account, balance = %balance, "outbox: account balance updated");
+                }
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "outbox: could not update the account balance")
+                }
+            }
+        }
     }
 
     /// Sends one update (Lunch Money has no batch update) and records what happened.

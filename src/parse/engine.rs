@@ -109,14 +109,17 @@ impl RuleSet {
                 .ok_or_else(|| format!("currency {text:?} is not an ISO 4217 code"))?,
             None => self.currency.clone(),
         };
-        let amount = match template.amount_format {
-            AmountFormat::Display => Amount::parse_display(&amount_text),
-            AmountFormat::Decimal => Amount::parse_plain(&amount_text, None),
-            AmountFormat::Minor => {
-                Amount::parse_plain(&amount_text, Some(currency_exponent(&currency)))
-            }
-        }
-        .map_err(|e| format!("amount: {e}"))?;
+        let read_amount = |text: &str| match template.amount_format {
+            AmountFormat::Display => Amount::parse_display(text),
+            AmountFormat::Decimal => Amount::parse_plain(text, None),
+            AmountFormat::Minor => Amount::parse_plain(text, Some(currency_exponent(&currency))),
+        };
+        let amount = read_amount(&amount_text).map_err(|e| format!("amount: {e}"))?;
+        // A balance is read like the amount but never re-signed: it is what the account holds.
+        let balance = fill_opt(&template.fields.balance, captures)
+            .map(|text| read_amount(&text).map(|b| Money::new(b, &currency)))
+            .transpose()
+            .map_err(|e| format!("balance: {e}"))?;
         let amount = self.signed(template, amount, captures)?;
         let date = match fill_opt(&template.fields.date, captures) {
             Some(text) => {
@@ -174,6 +177,7 @@ impl RuleSet {
             external_id,
             tags,
             account,
+            balance,
             plugin: self.id.clone(),
         })
     }

@@ -122,6 +122,7 @@ struct FieldsSpec {
     notes: Option<String>,
     id: Option<String>,
     account: Option<String>,
+    balance: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +234,8 @@ pub struct Fields {
     pub id: Option<Vec<Segment>>,
     /// The source's own account id (a bank account), for mapping to a Lunch Money account.
     pub account: Option<Vec<Segment>>,
+    /// The account's balance after the transaction, written like the amount.
+    pub balance: Option<Vec<Segment>>,
 }
 
 #[derive(Debug, Clone)]
@@ -725,6 +728,7 @@ impl Compiler<'_> {
             payee: field("payee", t.fields.payee, false),
             notes: field("notes", t.fields.notes, false),
             account: field("account", t.fields.account, false),
+            balance: field("balance", t.fields.balance, false),
             id: field("id", t.fields.id, false),
         };
         let sign_from = t.sign_from.map(|s| {

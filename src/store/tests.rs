@@ -18,6 +18,7 @@ fn txn(external_id: &str, minor: i128) -> Transaction {
         external_id: external_id.to_owned(),
         tags: vec!["venmo".to_owned()],
         account: None,
+        balance: None,
         plugin: "venmo".to_owned(),
     }
 }

@@ -33,7 +33,7 @@ require = [
   { pointer = "/data/amount", capture = "amount" },
   { pointer = "/data/date", capture = "date" },
 ]
-optional = [{ pointer = "/data/payee", capture = "payee" }, { pointer = "/data/currency", capture = "currency" }]
+optional = [{ pointer = "/data/payee", capture = "payee" }, { pointer = "/data/currency", capture = "currency" }, { pointer = "/data/balance", capture = "balance" }]
 "#;
 
 pub struct TestApp {
