@@ -28,9 +28,9 @@ pub struct Settings {
     pub postmark: BasicAuthSettings,
     #[serde(default)]
     pub sendgrid: BasicAuthSettings,
-    /// Authentication per webhook plugin, keyed by plugin id.
+    /// Secrets and verification overrides per webhook plugin, keyed by plugin id.
     #[serde(default)]
-    pub hooks: BTreeMap<String, HookAuth>,
+    pub hooks: BTreeMap<String, HookSettings>,
     #[serde(default)]
     pub lunchmoney: LunchMoneySettings,
     #[serde(default)]
@@ -170,48 +170,84 @@ pub struct BasicAuthSettings {
     pub password: Secret,
 }
 
-/// How a webhook source proves itself.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "scheme", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum HookAuth {
-    /// `Authorization: Bearer <ingest token>` (the default for plugins with no entry).
+/// How webhooks prove where they come from (`POST /hooks/{plugin}`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyScheme {
+    /// `Authorization: Bearer <ingest token>`: the default.
     Bearer,
     /// A shared secret in a request header.
-    Header { header: String, secret: Secret },
-    /// A shared secret in the URL: `/hooks/{plugin}?secret=...` (for senders that cannot sign,
-    /// such as Monzo).
-    Query { secret: Secret },
-    /// HMAC-SHA256 of the body (or of `id.timestamp.body`) in a header, hex or base64.
-    Hmac {
-        header: String,
-        secret: Secret,
-        #[serde(default)]
-        encoding: SignatureEncoding,
-        /// Text before the signature in the header, e.g. `sha256=`.
-        #[serde(default)]
-        prefix: String,
-        /// With a timestamp header, the signed text is `id.timestamp.body` (or `timestamp.body`
-        /// without `id_header`) and stale timestamps are refused.
-        #[serde(default)]
-        timestamp_header: Option<String>,
-        #[serde(default)]
-        id_header: Option<String>,
-        #[serde(default = "default_tolerance")]
-        tolerance_secs: i64,
-    },
-    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,<base64>`),
-    /// secret `whsec_<base64>`.
-    StandardWebhooks {
-        secret: Secret,
-        #[serde(default = "default_tolerance")]
-        tolerance_secs: i64,
-    },
-    /// No authentication: only for sources that cannot authenticate and a private network.
+    Header,
+    /// A shared secret in the URL: `/hooks/{plugin}?secret=...` (senders that cannot sign).
+    Query,
+    /// HMAC-SHA256 of the body (or `id.timestamp.body`) in a header, hex or base64.
+    Hmac,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// Starling's v1 scheme: base64 SHA-512 of the secret followed by the body.
+    Starling,
+    /// Starling's v2 scheme: RSA SHA-512 with the portal's public key.
+    StarlingRsa,
+    /// bunq: RSA SHA-256 over the body with bunq's server public key.
+    Bunq,
+    /// No authentication: only for sources that cannot authenticate, on a private network.
     None,
 }
 
-fn default_tolerance() -> i64 {
-    300
+/// A source's verification as its rule file declares it (`[verify]`): everything but secrets,
+/// which only ever come from configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyParams {
+    pub scheme: Option<VerifyScheme>,
+    /// The header carrying the secret or signature.
+    pub header: Option<String>,
+    pub encoding: Option<SignatureEncoding>,
+    /// Text before the signature in the header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// With a timestamp header the signed text is `id.timestamp.body` (or `timestamp.body`
+    /// without `id_header`) and stale timestamps are refused.
+    pub timestamp_header: Option<String>,
+    pub id_header: Option<String>,
+    pub tolerance_secs: Option<i64>,
+}
+
+/// `[hooks.<plugin>]`: the secret (or public key) a webhook plugin verifies with, and optional
+/// overrides of what its rule file declares.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookSettings {
+    pub scheme: Option<VerifyScheme>,
+    pub secret: Secret,
+    /// PEM (or Starling's one-line base64) public key, for `bunq` and `starling-rsa`.
+    pub public_key: Option<String>,
+    pub header: Option<String>,
+    pub encoding: Option<SignatureEncoding>,
+    pub prefix: Option<String>,
+    pub timestamp_header: Option<String>,
+    pub id_header: Option<String>,
+    pub tolerance_secs: Option<i64>,
+}
+
+impl HookSettings {
+    /// These settings over a rule file's declaration, field by field.
+    pub fn over(&self, declared: &VerifyParams) -> VerifyParams {
+        VerifyParams {
+            scheme: self.scheme.or(declared.scheme),
+            header: self.header.clone().or_else(|| declared.header.clone()),
+            encoding: self.encoding.or(declared.encoding),
+            prefix: self.prefix.clone().or_else(|| declared.prefix.clone()),
+            timestamp_header: self
+                .timestamp_header
+                .clone()
+                .or_else(|| declared.timestamp_header.clone()),
+            id_header: self
+                .id_header
+                .clone()
+                .or_else(|| declared.id_header.clone()),
+            tolerance_secs: self.tolerance_secs.or(declared.tolerance_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -417,25 +453,6 @@ impl Settings {
         if !self.ingest.token.is_empty() && self.ingest.token.expose().len() < 16 {
             return bad("ingest.token", "must be at least 16 characters".into());
         }
-        for (plugin, auth) in &self.hooks {
-            let key = format!("hooks.{plugin}");
-            match auth {
-                HookAuth::Header { secret, header } | HookAuth::Hmac { secret, header, .. } => {
-                    if secret.is_empty() {
-                        return bad(&format!("{key}.secret"), "must be set".into());
-                    }
-                    if header.trim().is_empty() {
-                        return bad(&format!("{key}.header"), "must name a header".into());
-                    }
-                }
-                HookAuth::Query { secret } | HookAuth::StandardWebhooks { secret, .. }
-                    if secret.is_empty() =>
-                {
-                    return bad(&format!("{key}.secret"), "must be set".into());
-                }
-                _ => {}
-            }
-        }
         let lm = &self.lunchmoney;
         if !lm.base_url().starts_with("http://") && !lm.base_url().starts_with("https://") {
             return bad(
@@ -515,38 +532,37 @@ mod tests {
     }
 
     #[test]
-    fn hook_auth_schemes_deserialize_from_toml() {
+    fn hook_settings_overlay_what_rule_files_declare() {
         let text = r#"
             [hooks.monzo]
-            scheme = "query"
             secret = "abc"
             [hooks.up]
             scheme = "hmac"
             header = "X-Up-Authenticity-Signature"
             secret = "s"
-            [hooks.svix]
-            scheme = "standard-webhooks"
-            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            [hooks.bunq]
+            public_key = "-----BEGIN PUBLIC KEY-----"
         "#;
         let settings: Settings = toml::from_str(text).unwrap();
+        let declared = VerifyParams {
+            scheme: Some(VerifyScheme::Query),
+            header: Some("X-Declared".into()),
+            ..Default::default()
+        };
+        let monzo = settings.hooks["monzo"].over(&declared);
         assert_eq!(
-            settings.hooks["monzo"],
-            HookAuth::Query {
-                secret: Secret::new("abc")
-            }
+            (monzo.scheme, monzo.header.as_deref()),
+            (Some(VerifyScheme::Query), Some("X-Declared"))
         );
-        assert!(matches!(
-            &settings.hooks["up"],
-            HookAuth::Hmac {
-                encoding: SignatureEncoding::Hex,
-                tolerance_secs: 300,
-                ..
-            }
-        ));
-        assert!(matches!(
-            &settings.hooks["svix"],
-            HookAuth::StandardWebhooks { .. }
-        ));
+        let up = settings.hooks["up"].over(&declared);
+        assert_eq!(
+            (up.scheme, up.header.as_deref()),
+            (
+                Some(VerifyScheme::Hmac),
+                Some("X-Up-Authenticity-Signature")
+            )
+        );
         assert!(toml::from_str::<Settings>("[hooks.x]\nscheme = \"magic\"").is_err());
+        assert!(toml::from_str::<Settings>("[hooks.x]\nsecret_key = \"typo\"").is_err());
     }
 }

@@ -768,9 +768,7 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 fn bad_configuration_stops_start_up_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings_for(dir.path());
-    settings
-        .hooks
-        .insert("venmo".into(), lm_ingest::settings::HookAuth::None);
+    settings.hooks.insert("venmo".into(), Default::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let error = lm_ingest::server::Application::build(&settings, listener)
         .err()
@@ -779,6 +777,62 @@ fn bad_configuration_stops_start_up_naming_the_problem() {
         error.to_string(),
         "hooks.venmo: is an email plugin, not a webhook plugin"
     );
+    settings.hooks.remove("venmo");
+    settings
+        .hooks
+        .insert("nosuchbank".into(), Default::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = lm_ingest::server::Application::build(&settings, listener)
+        .err()
+        .expect("refused");
+    assert!(
+        error
+            .to_string()
+            .starts_with("hooks.nosuchbank: no such plugin; known: "),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_plugin_missing_its_secret_refuses_requests_saying_what_to_set() {
+    let app = spawn_app_with(|s| {
+        s.hooks.remove("hmacbank");
+    })
+    .await;
+    let response = app
+        .client
+        .post(app.url("/hooks/hmacbank"))
+        .header("X-Signature", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        error_reason(&body).contains("hooks.hmacbank.secret (LM_INGEST__HOOKS__HMACBANK__SECRET)"),
+        "{body}"
+    );
+    // The built-in bank plugins ship their schemes; unconfigured, they refuse the same way.
+    for (plugin, what) in [
+        ("bunq", "public_key"),
+        ("monzo", "secret"),
+        ("starling", "public_key"),
+    ] {
+        let response = app
+            .client
+            .post(app.url(&format!("/hooks/{plugin}")))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{plugin}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            error_reason(&body).contains(&format!("hooks.{plugin}.{what}")),
+            "{plugin}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,12 @@
 //! The plugins compiled into the binary, so it parses with no files on disk. Each is a file in
 //! `parsers/`; a test checks this list and that folder agree.
 
-pub const EMBEDDED: &[(&str, &str)] = &[("venmo", include_str!("../../parsers/venmo.toml"))];
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("bunq", include_str!("../../parsers/bunq.toml")),
+    ("monzo", include_str!("../../parsers/monzo.toml")),
+    ("starling", include_str!("../../parsers/starling.toml")),
+    ("venmo", include_str!("../../parsers/venmo.toml")),
+];
 
 #[cfg(test)]
 mod tests {

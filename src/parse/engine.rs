@@ -61,6 +61,10 @@ impl Plugin for RuleSet {
     fn parse_webhook(&self, hook: &Webhook) -> Outcome {
         self.apply(&Input::Webhook(hook), None)
     }
+
+    fn verify(&self) -> Option<&crate::settings::VerifyParams> {
+        self.verify.as_ref()
+    }
 }
 
 impl RuleSet {
@@ -69,7 +73,8 @@ impl RuleSet {
         for rule in &self.ignore {
             scratch.clear();
             if rule.when.iter().all(|f| find(f, input, &mut scratch)) {
-                return Outcome::ignored(&self.id, &rule.reason);
+                let reason = fill(&rule.reason, &scratch).unwrap_or_else(|| "ignored".to_owned());
+                return Outcome::ignored(&self.id, &reason);
             }
         }
         for template in &self.templates {

@@ -23,6 +23,10 @@ pub trait Plugin: Send + Sync {
     fn claims(&self, sender: &str, subject: &str) -> bool;
     fn parse_email(&self, view: &EmailView<'_>) -> Outcome;
     fn parse_webhook(&self, hook: &Webhook) -> Outcome;
+    /// How a webhook plugin's requests prove their origin, as its rule file declares it.
+    fn verify(&self) -> Option<&crate::settings::VerifyParams> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,6 +11,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::money::normalize_currency;
+use crate::settings::VerifyParams;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
@@ -62,6 +63,9 @@ struct RuleFile {
     /// Finders tried for every template, before the template's own.
     #[serde(default)]
     optional: Vec<FinderSpec>,
+    /// How this webhook source proves itself; secrets come from `hooks.<plugin>` settings.
+    #[serde(default)]
+    verify: Option<VerifyParams>,
     #[serde(default)]
     template: Vec<TemplateSpec>,
 }
@@ -260,7 +264,8 @@ pub struct Template {
 
 #[derive(Debug, Clone)]
 pub struct IgnoreRule {
-    pub reason: String,
+    /// The reason, with `{capture}` slots filled from what `when` captured.
+    pub reason: Vec<Segment>,
     pub when: Vec<Finder>,
 }
 
@@ -299,6 +304,7 @@ pub struct RuleSet {
     pub ignore: Vec<IgnoreRule>,
     pub optional: Vec<Finder>,
     pub templates: Vec<Template>,
+    pub verify: Option<VerifyParams>,
 }
 
 /// Date formats tried when a rule file names none.
@@ -418,12 +424,40 @@ impl Compiler<'_> {
                     );
                 }
                 let when = self.finders(&format!("{path}.when"), spec.kind, rule.when);
-                IgnoreRule {
-                    reason: rule.reason,
-                    when,
-                }
+                let captured: BTreeSet<String> = when.iter().flat_map(capture_names).collect();
+                let reason = match parse_segments(&rule.reason) {
+                    Ok(segments) => {
+                        for slot in segments.iter().filter_map(|s| match s {
+                            Segment::Slot(names) => Some(names),
+                            Segment::Literal(_) => None,
+                        }) {
+                            for name in slot.iter().filter(|n| !captured.contains(*n)) {
+                                self.err(
+                                    &format!("{path}.reason"),
+                                    format!("no finder in `when` captures `{name}`"),
+                                );
+                            }
+                        }
+                        segments
+                    }
+                    Err(why) => {
+                        self.err(&format!("{path}.reason"), why);
+                        Vec::new()
+                    }
+                };
+                IgnoreRule { reason, when }
             })
             .collect();
+        if let Some(verify) = &spec.verify {
+            if spec.kind == Kind::Email {
+                self.err(
+                    "verify",
+                    "only webhook plugins verify requests; mail is checked by its route",
+                );
+            } else if verify.scheme.is_none() {
+                self.err("verify.scheme", "name the scheme: bearer, header, query, hmac, standard-webhooks, starling, starling-rsa, bunq or none");
+            }
+        }
         let optional = self.finders("optional", spec.kind, spec.optional);
         let shared: BTreeSet<String> = optional.iter().flat_map(capture_names).collect();
         if spec.template.is_empty() {
@@ -457,6 +491,7 @@ impl Compiler<'_> {
             ignore,
             optional,
             templates,
+            verify: spec.verify,
         }
     }
 
@@ -993,6 +1028,21 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
         assert!(errors("kind = ")
             .iter()
             .any(|e| e.contains("invalid TOML at byte")));
+    }
+
+    #[test]
+    fn ignore_reasons_name_only_what_their_finders_capture() {
+        let hook = "kind = \"webhook\"\n[[ignore]]\nreason = \"{event} event, {missing}\"\nwhen = [{ pointer = \"/type\", capture = \"event\" }]\n[[template]]\nname = \"t\"\nrequire = [{ pointer = \"/a\", capture = \"amount\" }]\n";
+        let errs = errors(hook);
+        assert_eq!(
+            errs,
+            vec!["parsers/x.toml: ignore[0].reason: no finder in `when` captures `missing`"]
+        );
+        let ok = hook.replace(", {missing}", "");
+        let rules = compile("x.toml", "x", &ok).unwrap();
+        let hook = crate::message::Webhook::parse(Vec::new(), br#"{"type": "ping"}"#).unwrap();
+        let outcome = crate::parse::Plugin::parse_webhook(&rules, &hook);
+        assert_eq!(outcome.reason.as_deref(), Some("ping event"));
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub struct AppState {
     pub postmark: Box<dyn Verifier>,
     pub sendgrid: Box<dyn Verifier>,
     pub mailgun: MailgunSettings,
+    /// Every webhook plugin's verifier, by plugin id.
     pub hooks: HashMap<String, HookSource>,
-    pub default_hook: HookSource,
     /// `None` when no admin token is set: the admin routes are refused.
     pub admin: Option<Box<dyn Verifier>>,
     pub settings: Settings,

@@ -21,9 +21,9 @@ use self::ingest::{AppState, HookSource};
 use self::metrics::Metrics;
 use crate::deliver::{self, Outbox};
 use crate::parse::{Kind, LoadError, Registry};
-use crate::settings::{HookAuth, Secret, Settings};
+use crate::settings::{Secret, Settings};
 use crate::store::{Store, StoreError};
-use crate::verify::{self, AuthError, BasicAuth, BearerToken, Verifier};
+use crate::verify::{self, BasicAuth, BearerToken, Verifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -180,40 +180,39 @@ fn app_state(
             _ => Box::new(BearerToken(token.clone())),
         }
     };
-    let mut hooks = HashMap::new();
-    for (plugin, auth) in &settings.hooks {
-        let hook_error = |why: String| StartError::Hook {
+    for plugin in settings.hooks.keys() {
+        let why = match registry.get(plugin) {
+            Some(p) if p.kind() == Kind::Webhook => continue,
+            Some(_) => "is an email plugin, not a webhook plugin".to_owned(),
+            None => format!(
+                "no such plugin; known: {}",
+                registry.ids().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return Err(StartError::Hook {
             plugin: plugin.clone(),
             why,
+        });
+    }
+    let mut hooks = HashMap::new();
+    for plugin in registry.ids() {
+        let Some(p) = registry.get(plugin).filter(|p| p.kind() == Kind::Webhook) else {
+            continue;
         };
-        match registry.get(plugin) {
-            Some(p) if p.kind() == Kind::Webhook => {}
-            Some(_) => {
-                return Err(hook_error(
-                    "is an email plugin, not a webhook plugin".into(),
-                ))
-            }
-            None => {
-                return Err(hook_error(format!(
-                    "no such plugin; known: {}",
-                    registry.ids().collect::<Vec<_>>().join(", ")
-                )))
-            }
-        }
-        if *auth == HookAuth::None {
+        let configured = settings.hooks.get(plugin);
+        let declared = p.verify();
+        let scheme = configured
+            .and_then(|c| c.scheme)
+            .or(declared.and_then(|d| d.scheme));
+        if scheme == Some(crate::settings::VerifyScheme::None) {
             tracing::warn!(
                 plugin,
                 "webhook plugin accepts unauthenticated requests (scheme = \"none\")"
             );
         }
-        let verifier =
-            verify::hook_verifier(auth, token).map_err(|e: AuthError| hook_error(e.to_string()))?;
-        let secret_header = match auth {
-            HookAuth::Header { header, .. } => Some(header.to_ascii_lowercase()),
-            _ => None,
-        };
+        let (verifier, secret_header) = verify::hook_verifier(plugin, declared, configured, token);
         hooks.insert(
-            plugin.clone(),
+            plugin.to_owned(),
             HookSource {
                 verifier,
                 secret_header,
@@ -230,10 +229,6 @@ fn app_state(
         sendgrid: basic_or_token(&settings.sendgrid),
         mailgun: settings.mailgun.clone(),
         hooks,
-        default_hook: HookSource {
-            verifier: Box::new(BearerToken(token.clone())),
-            secret_header: None,
-        },
         admin: (!settings.admin.token.is_empty())
             .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
         settings: settings.clone(),

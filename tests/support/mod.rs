@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use lm_ingest::server::Application;
-use lm_ingest::settings::{BasicAuthSettings, HookAuth, Secret, Settings};
+use lm_ingest::settings::{BasicAuthSettings, HookSettings, Secret, Settings, VerifyScheme};
 
 pub const TOKEN: &str = "test-ingest-token-0123456789";
 pub const MAILGUN_KEY: &str = "key-mailgun-test";
@@ -68,9 +68,16 @@ impl TestApp {
 pub fn settings_for(dir: &Path) -> Settings {
     let parsers = dir.join("parsers");
     std::fs::create_dir_all(&parsers).unwrap();
-    for id in ["testbank", "stdbank", "hmacbank", "querybank"] {
+    for id in ["testbank", "stdbank", "querybank"] {
         std::fs::write(parsers.join(format!("{id}.toml")), BANK_RULES).unwrap();
     }
+    let declared =
+        "\n[verify]\nscheme = \"hmac\"\nheader = \"X-Signature\"\nprefix = \"sha256=\"\n";
+    std::fs::write(
+        parsers.join("hmacbank.toml"),
+        format!("{BANK_RULES}{declared}"),
+    )
+    .unwrap();
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.workers = 2;
@@ -82,29 +89,29 @@ pub fn settings_for(dir: &Path) -> Settings {
         username: Some("postmark".into()),
         password: Secret::new("pm-password"),
     };
+    // stdbank and querybank are verified as configuration says; hmacbank as its rule file
+    // declares, with only the secret from configuration.
     settings.hooks.insert(
         "stdbank".into(),
-        HookAuth::StandardWebhooks {
+        HookSettings {
+            scheme: Some(VerifyScheme::StandardWebhooks),
             secret: Secret::new(WHSEC),
-            tolerance_secs: 300,
+            ..Default::default()
         },
     );
     settings.hooks.insert(
         "hmacbank".into(),
-        HookAuth::Hmac {
-            header: "X-Signature".into(),
+        HookSettings {
             secret: Secret::new(HMAC_SECRET),
-            encoding: Default::default(),
-            prefix: "sha256=".into(),
-            timestamp_header: None,
-            id_header: None,
-            tolerance_secs: 300,
+            ..Default::default()
         },
     );
     settings.hooks.insert(
         "querybank".into(),
-        HookAuth::Query {
+        HookSettings {
+            scheme: Some(VerifyScheme::Query),
             secret: Secret::new(QUERY_SECRET),
+            ..Default::default()
         },
     );
     settings
