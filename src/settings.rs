@@ -227,6 +227,10 @@ pub struct HookSettings {
     pub timestamp_header: Option<String>,
     pub id_header: Option<String>,
     pub tolerance_secs: Option<i64>,
+    /// For plugins that fetch what a webhook points at (Up): the API token, sent as a bearer.
+    pub api_token: Secret,
+    /// Overrides the rule file's `[fetch] base_url` (a proxy, or a test stand-in).
+    pub fetch_base_url: Option<String>,
 }
 
 impl HookSettings {

@@ -216,3 +216,198 @@ async fn starling_feed_items_need_their_signature() {
         "a signature of another body"
     );
 }
+
+/// A local stand-in for Up's API: `GET /api/v1/transactions/{id}` with a bearer token, serving
+/// the `resource` of a fixture; can be told to fail.
+struct UpApi {
+    base_url: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    serving: std::sync::Arc<std::sync::Mutex<Value>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+const UP_TOKEN: &str = "up:yeah:personal-access-token";
+const UP_SECRET: &str = "up-webhook-secret-key";
+
+fn up_fixture(case: &str) -> Value {
+    serde_json::from_slice(&bank_fixture("up", case)).unwrap()
+}
+
+fn up_api() -> UpApi {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let failing = Arc::new(AtomicBool::new(false));
+    let serving = Arc::new(Mutex::new(up_fixture("created-held")["resource"].clone()));
+    let (r, f, s) = (requests.clone(), failing.clone(), serving.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let (r, f, s) = (r.clone(), f.clone(), s.clone());
+        App::new().route(
+            "/api/v1/transactions/{id}",
+            web::get().to(move |req: HttpRequest, id: web::Path<String>| {
+                let (r, f, s) = (r.clone(), f.clone(), s.clone());
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok());
+                    if auth != Some(&format!("Bearer {UP_TOKEN}")) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
+                    if f.load(Ordering::SeqCst) {
+                        return HttpResponse::InternalServerError().finish();
+                    }
+                    let resource = s.lock().unwrap().clone();
+                    if resource["data"]["id"] == id.as_str() {
+                        HttpResponse::Ok().json(resource)
+                    } else {
+                        HttpResponse::NotFound().finish()
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    UpApi {
+        base_url: format!("http://127.0.0.1:{port}/api/v1"),
+        requests,
+        failing,
+        serving,
+        handle,
+    }
+}
+
+async fn post_up(app: &TestApp, event: &Value, secret: &str) -> (StatusCode, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = lm_ingest::verify::hmac_sha256_hex(secret.as_bytes(), &[&body]);
+    post(
+        app,
+        "/hooks/up",
+        body,
+        Some(("X-Up-Authenticity-Signature", signature)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn up_events_are_completed_from_ups_api_before_parsing() {
+    use std::sync::atomic::Ordering;
+    let api = up_api();
+    let base = api.base_url.clone();
+    let app = spawn_app_with(move |s| {
+        s.hooks.insert(
+            "up".into(),
+            HookSettings {
+                secret: Secret::new(UP_SECRET),
+                api_token: Secret::new(UP_TOKEN),
+                fetch_base_url: Some(base),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let created = up_fixture("created-held")["event"].clone();
+    let (status, body) = post_up(&app, &created, UP_SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["status"].clone(), body["transactions"].clone()),
+        ("queued".into(), 1.into())
+    );
+    let id = body["id"].as_i64().unwrap();
+    assert_eq!(api.requests.load(Ordering::SeqCst), 1);
+
+    // The transaction settles: Up sends an event, the API now answers the settled version.
+    *api.serving.lock().unwrap() = up_fixture("settled")["resource"].clone();
+    let (status, body) = post_up(&app, &up_fixture("settled")["event"], UP_SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["updated_transactions"], 1);
+
+    // Nothing to fetch for a ping.
+    let (_, body) = post_up(&app, &up_fixture("ping"), UP_SECRET).await;
+    assert_eq!(body["status"], "ignored");
+    assert_eq!(api.requests.load(Ordering::SeqCst), 2);
+
+    // Up's API failing: 503, nothing stored, so Up delivers the event again later.
+    api.failing.store(true, Ordering::SeqCst);
+    let mut another = created.clone();
+    another["data"]["id"] = "f00d0000-0000-4000-8000-000000000001".into();
+    let (status, body) = post_up(&app, &another, UP_SECRET).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not fetch /transactions/"),
+        "{body}"
+    );
+    api.failing.store(false, Ordering::SeqCst);
+    let (status, _) = post_up(&app, &created, "a-forged-secret").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let store_path = app.store_path();
+    let _dir = app.stop().await;
+    api.handle.stop(true).await;
+    let store = lm_ingest::store::Store::open(&store_path).unwrap();
+    let counts: std::collections::HashMap<String, u64> = store
+        .count_messages_by_status()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        (counts.get("queued"), counts.get("ignored")),
+        (Some(&2), Some(&1)),
+        "the failed fetch stored nothing"
+    );
+    let tx = store
+        .transaction_by_external_id("up:7c2bb0a3-5c1b-4b6f-9d1e-2f0a8c5e1b77")
+        .unwrap()
+        .unwrap();
+    assert_eq!(tx.transaction.amount.as_str(), "-61.50");
+    // Stored with what was fetched: re-reading needs no network (the stand-in is gone now).
+    let stored = store.message(id).unwrap().unwrap();
+    assert!(stored.meta["fetched"]["data"]["attributes"]["amount"].is_object());
+    let again = lm_ingest::inbound::stored::reextract(&stored).unwrap();
+    let registry = lm_ingest::parse::Registry::load(None).unwrap();
+    let lm_ingest::inbound::Payload::Webhook(hook) = &again.payload else {
+        panic!("a webhook")
+    };
+    let outcome = registry.get("up").unwrap().parse_webhook(hook);
+    assert_eq!(
+        outcome.transactions[0].amount.as_str(),
+        "-59.98",
+        "as first fetched"
+    );
+}
+
+#[tokio::test]
+async fn up_without_an_api_token_says_what_to_set() {
+    let app = spawn_app_with(|s| {
+        s.hooks.insert(
+            "up".into(),
+            HookSettings {
+                secret: Secret::new(UP_SECRET),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let (status, body) = post_up(&app, &up_fixture("created-held")["event"], UP_SECRET).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("hooks.up.api_token"),
+        "{body}"
+    );
+}

@@ -30,7 +30,8 @@ pub fn reextract(message: &StoredMessage) -> Result<Extracted, Malformed> {
                         .collect()
                 })
                 .unwrap_or_default();
-            hooks::extract(plugin, headers, raw)
+            let fetched = message.meta.get("fetched").cloned();
+            hooks::extract(plugin, headers, raw, fetched)
         }
         other => Err(Malformed(format!("unknown route {other:?}"))),
     }

@@ -65,6 +65,24 @@ impl Plugin for RuleSet {
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         self.verify.as_ref()
     }
+
+    fn fetch_target(&self, hook: &Webhook) -> Option<(String, String)> {
+        let fetch = self.fetch.as_ref()?;
+        let input = Input::Webhook(hook);
+        let mut captures = Captures::new();
+        if !fetch.when.iter().all(|f| find(f, &input, &mut captures)) {
+            return None;
+        }
+        // Ids go into a URL path: only what is safe there unescaped.
+        let safe = |v: &String| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+        };
+        if !captures.values().all(safe) {
+            return None;
+        }
+        Some((fetch.base_url.clone(), fill(&fetch.path, &captures)?))
+    }
 }
 
 impl RuleSet {
@@ -326,7 +344,13 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
     for segment in segments {
         match segment {
             Segment::Literal(text) => out.push_str(text),
-            Segment::Slot(names) => out.push_str(names.iter().find_map(|n| captures.get(n))?),
+            Segment::Slot(names, default) => {
+                let value = names
+                    .iter()
+                    .find_map(|n| captures.get(n))
+                    .or(default.as_ref())?;
+                out.push_str(value);
+            }
         }
     }
     let out = normalize_space(&out);
@@ -445,6 +469,21 @@ mod tests {
             Some("2024-03-01"),
             "07:30 UTC is still the 1st in Los Angeles"
         );
+    }
+
+    #[test]
+    fn slots_fall_back_to_a_constant_default() {
+        let segments =
+            crate::parse::rules::parse_segments("{merchant|'Card payment'} ({city|'?'})").unwrap();
+        let mut captures = Captures::new();
+        assert_eq!(
+            fill(&segments, &captures).as_deref(),
+            Some("Card payment (?)")
+        );
+        captures.insert("merchant".into(), "Cafe".into());
+        assert_eq!(fill(&segments, &captures).as_deref(), Some("Cafe (?)"));
+        let no_default = crate::parse::rules::parse_segments("{merchant}").unwrap();
+        assert_eq!(fill(&no_default, &Captures::new()), None);
     }
 
     #[test]

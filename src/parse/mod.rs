@@ -27,6 +27,11 @@ pub trait Plugin: Send + Sync {
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         None
     }
+    /// For webhooks that carry only ids: the default base URL and the path to GET for this
+    /// event, or `None` when nothing is to be fetched.
+    fn fetch_target(&self, _hook: &Webhook) -> Option<(String, String)> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -66,6 +66,9 @@ struct RuleFile {
     /// How this webhook source proves itself; secrets come from `hooks.<plugin>` settings.
     #[serde(default)]
     verify: Option<VerifyParams>,
+    /// For webhooks that carry only ids: the resource to fetch before parsing.
+    #[serde(default)]
+    fetch: Option<FetchSpec>,
     #[serde(default)]
     template: Vec<TemplateSpec>,
 }
@@ -141,6 +144,16 @@ struct FinderSpec {
     exists: Option<bool>,
     #[serde(default)]
     negate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchSpec {
+    /// e.g. `https://api.up.com.au/api/v1`; `hooks.<plugin>.fetch_base_url` overrides it.
+    base_url: String,
+    /// Appended to the base URL, with `{capture}` slots from `when`.
+    path: String,
+    when: Vec<FinderSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +238,8 @@ pub enum Test {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Literal(String),
-    Slot(Vec<String>),
+    /// Captures tried in order, then an optional constant default (`{merchant|'Card payment'}`).
+    Slot(Vec<String>, Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +319,17 @@ pub struct RuleSet {
     pub optional: Vec<Finder>,
     pub templates: Vec<Template>,
     pub verify: Option<VerifyParams>,
+    pub fetch: Option<Fetch>,
+}
+
+/// The resource a webhook points at, fetched (GET, bearer `hooks.<plugin>.api_token`) before
+/// parsing; rules then read `{"event": <webhook>, "resource": <fetched document>}`.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    pub base_url: String,
+    pub path: Vec<Segment>,
+    /// All must match for a fetch; events that match no `when` (a ping) are parsed as they are.
+    pub when: Vec<Finder>,
 }
 
 /// Date formats tried when a rule file names none.
@@ -428,7 +453,7 @@ impl Compiler<'_> {
                 let reason = match parse_segments(&rule.reason) {
                     Ok(segments) => {
                         for slot in segments.iter().filter_map(|s| match s {
-                            Segment::Slot(names) => Some(names),
+                            Segment::Slot(names, _) => Some(names),
                             Segment::Literal(_) => None,
                         }) {
                             for name in slot.iter().filter(|n| !captured.contains(*n)) {
@@ -448,6 +473,7 @@ impl Compiler<'_> {
                 IgnoreRule { reason, when }
             })
             .collect();
+        let fetch = spec.fetch.and_then(|f| self.fetch(spec.kind, f));
         if let Some(verify) = &spec.verify {
             if spec.kind == Kind::Email {
                 self.err(
@@ -492,7 +518,51 @@ impl Compiler<'_> {
             optional,
             templates,
             verify: spec.verify,
+            fetch,
         }
+    }
+
+    fn fetch(&mut self, kind: Kind, f: FetchSpec) -> Option<Fetch> {
+        if kind == Kind::Email {
+            self.err("fetch", "only webhook plugins fetch resources");
+            return None;
+        }
+        if !f.base_url.starts_with("https://") && !f.base_url.starts_with("http://") {
+            self.err(
+                "fetch.base_url",
+                format!("{:?} is not an http(s) URL", f.base_url),
+            );
+        }
+        if !f.path.starts_with('/') {
+            self.err("fetch.path", format!("{:?} must start with '/'", f.path));
+        }
+        if f.when.is_empty() {
+            self.err("fetch.when", "needs a finder that captures the id to fetch");
+        }
+        let when = self.finders("fetch.when", kind, f.when);
+        let captured: BTreeSet<String> = when.iter().flat_map(capture_names).collect();
+        let path = match parse_segments(&f.path) {
+            Ok(segments) => segments,
+            Err(why) => {
+                self.err("fetch.path", why);
+                return None;
+            }
+        };
+        for segment in &path {
+            if let Segment::Slot(names, _) = segment {
+                for name in names.iter().filter(|n| !captured.contains(*n)) {
+                    self.err(
+                        "fetch.path",
+                        format!("no finder in `when` captures `{name}`"),
+                    );
+                }
+            }
+        }
+        Some(Fetch {
+            base_url: f.base_url.trim_end_matches('/').to_owned(),
+            path,
+            when,
+        })
     }
 
     fn senders(&mut self, kind: Kind, senders: &[String]) -> Vec<SenderRule> {
@@ -739,7 +809,7 @@ impl Compiler<'_> {
             match parse_segments(&text) {
                 Ok(segments) => {
                     for slot in segments.iter().filter_map(|s| match s {
-                        Segment::Slot(names) => Some(names),
+                        Segment::Slot(names, _) => Some(names),
                         Segment::Literal(_) => None,
                     }) {
                         for capture in slot.iter().filter(|c| !captured.contains(*c)) {
@@ -877,17 +947,26 @@ pub fn parse_segments(text: &str) -> Result<Vec<Segment>, String> {
             .find('}')
             .ok_or_else(|| format!("unclosed `{{` in {text:?}"))?
             + open;
-        let names: Vec<String> = rest[open + 1..close]
+        let mut names: Vec<String> = rest[open + 1..close]
             .split('|')
             .map(|n| n.trim().to_owned())
             .collect();
-        if names.iter().any(|n| !valid_capture_name(n)) {
+        // A last alternative in single quotes is a constant default.
+        let default = match names.last() {
+            Some(last) if last.len() >= 2 && last.starts_with('\'') && last.ends_with('\'') => {
+                let text = last[1..last.len() - 1].to_owned();
+                names.pop();
+                Some(text)
+            }
+            _ => None,
+        };
+        if names.iter().any(|n| !valid_capture_name(n)) || (names.is_empty() && default.is_none()) {
             return Err(format!(
-                "bad slot {{{}}} in {text:?}: captures are letters, digits and _",
+                "bad slot {{{}}} in {text:?}: captures are letters, digits and _, then optionally a 'default'",
                 &rest[open + 1..close]
             ));
         }
-        segments.push(Segment::Slot(names));
+        segments.push(Segment::Slot(names, default));
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
@@ -930,7 +1009,7 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
         assert_eq!(rules.timezone, Tz::UTC);
         assert_eq!(
             rules.templates[0].fields.amount,
-            vec![Segment::Slot(vec!["amount".into()])]
+            vec![Segment::Slot(vec!["amount".into()], None)]
         );
         assert!(rules.templates[0].fields.payee.is_none());
     }
@@ -1067,10 +1146,18 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
         assert_eq!(
             parse_segments("{a|b} via x").unwrap(),
             vec![
-                Segment::Slot(vec!["a".into(), "b".into()]),
+                Segment::Slot(vec!["a".into(), "b".into()], None),
                 Segment::Literal(" via x".into())
             ]
         );
         assert!(parse_segments("{a b}").is_err());
+        assert_eq!(
+            parse_segments("{merchant|'Card payment'}").unwrap(),
+            vec![Segment::Slot(
+                vec!["merchant".into()],
+                Some("Card payment".into())
+            )]
+        );
+        assert!(parse_segments("{'a'|b}").is_err(), "the default comes last");
     }
 }

@@ -23,6 +23,9 @@ pub enum ApiError {
     UnknownPlugin(String),
     #[error("the store cannot take the message right now; retry later")]
     Store(#[from] StoreError),
+    /// A resource the webhook points at could not be fetched: not stored, so the sender retries.
+    #[error("{0}; retry later")]
+    Upstream(String),
     /// The parser's worker pool is gone: the server is stopping.
     #[error("the service is shutting down; retry later")]
     ShuttingDown,
@@ -38,6 +41,7 @@ impl ApiError {
             ApiError::UnknownPlugin(_) => "unknown_plugin",
             ApiError::Store(_) => "store_unavailable",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::Upstream(_) => "upstream_unavailable",
         }
     }
 }
@@ -50,7 +54,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) | ApiError::Rejected { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
             // Providers retry on 5xx, which is what a full disk or a stopping store needs.
-            ApiError::Store(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::ShuttingDown | ApiError::Upstream(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

@@ -38,6 +38,8 @@ pub struct AppState {
     pub mailgun: MailgunSettings,
     /// Every webhook plugin's verifier, by plugin id.
     pub hooks: HashMap<String, HookSource>,
+    /// For webhook plugins that fetch the resource an event points at.
+    pub http: reqwest::Client,
     /// `None` when no admin token is set: the admin routes are refused.
     pub admin: Option<Box<dyn Verifier>>,
     pub settings: Settings,

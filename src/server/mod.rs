@@ -40,6 +40,8 @@ pub enum StartError {
     Hook { plugin: String, why: String },
     #[error("lunchmoney: {0}")]
     Outbox(String),
+    #[error("cannot build an HTTP client: {0}")]
+    HttpClient(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -229,6 +231,11 @@ fn app_state(
         sendgrid: basic_or_token(&settings.sendgrid),
         mailgun: settings.mailgun.clone(),
         hooks,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("lm-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::HttpClient(e.to_string()))?,
         admin: (!settings.admin.token.is_empty())
             .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
         settings: settings.clone(),
