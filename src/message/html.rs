@@ -7,6 +7,8 @@
 //! `max-height:0` + `overflow:hidden` or the `hidden` attribute (preheaders, which may say
 //! something the visible body contradicts). Link targets are collected separately.
 
+use std::borrow::Cow;
+
 /// The visible text and the link targets of an HTML document.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -17,62 +19,92 @@ pub struct Rendered {
 }
 
 /// Elements whose content is never shown.
-const INVISIBLE: &[&str] = &["head", "style", "script", "title", "template", "noscript"];
+fn is_invisible_element(name: &str) -> bool {
+    matches!(
+        name,
+        "head" | "style" | "script" | "title" | "template" | "noscript"
+    )
+}
+
 /// Elements that start a new line.
-const BLOCK: &[&str] = &[
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "br",
-    "center",
-    "dd",
-    "div",
-    "dl",
-    "dt",
-    "footer",
-    "form",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "header",
-    "hr",
-    "li",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "table",
-    "tbody",
-    "td",
-    "tfoot",
-    "th",
-    "thead",
-    "tr",
-    "ul",
-];
+fn is_block(name: &str) -> bool {
+    matches!(
+        name,
+        "address"
+            | "article"
+            | "aside"
+            | "blockquote"
+            | "br"
+            | "center"
+            | "dd"
+            | "div"
+            | "dl"
+            | "dt"
+            | "footer"
+            | "form"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "header"
+            | "hr"
+            | "li"
+            | "ol"
+            | "p"
+            | "pre"
+            | "section"
+            | "table"
+            | "tbody"
+            | "td"
+            | "tfoot"
+            | "th"
+            | "thead"
+            | "tr"
+            | "ul"
+    )
+}
+
 /// Elements with no closing tag.
-const VOID: &[&str] = &[
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-    "wbr",
-];
+fn is_void(name: &str) -> bool {
+    matches!(
+        name,
+        "area"
+            | "base"
+            | "br"
+            | "col"
+            | "embed"
+            | "hr"
+            | "img"
+            | "input"
+            | "link"
+            | "meta"
+            | "source"
+            | "track"
+            | "wbr"
+    )
+}
 
 /// How deep we track open elements; deeper nesting is treated as flat rather than refused.
 const MAX_STACK: usize = 512;
 
 pub fn render(html: &str) -> Rendered {
-    let mut out = Rendered::default();
+    let mut out = Rendered {
+        text: String::with_capacity(html.len() / 4),
+        links: Vec::new(),
+    };
     let mut line = LineBuilder::default();
-    // Open elements, and the stack depth at which hiding started (if hidden).
-    let mut stack: Vec<String> = Vec::new();
+    // Open elements (lowercase names, borrowed from `html` when it already wrote them in
+    // lowercase), and the stack depth at which hiding started (if hidden).
+    let mut stack: Vec<Cow<'_, str>> = Vec::new();
     let mut hidden_from: Option<usize> = None;
+    // Scratch space for reading `style` attributes.
+    let mut style = String::new();
     let bytes = html.as_bytes();
     let mut pos = 0;
     while pos < bytes.len() {
-        let Some(lt) = memchr(b'<', &bytes[pos..]).map(|i| pos + i) else {
+        let Some(lt) = find_byte(&bytes[pos..], b'<').map(|i| pos + i) else {
             if hidden_from.is_none() {
                 line.push_text(&html[pos..]);
             }
@@ -99,7 +131,7 @@ pub fn render(html: &str) -> Rendered {
             continue;
         };
         pos = lt + tag.len;
-        let name = tag.name.as_str();
+        let name: &str = &tag.name;
         if tag.closing {
             if let Some(depth) = stack.iter().rposition(|open| open == name) {
                 stack.truncate(depth);
@@ -107,35 +139,36 @@ pub fn render(html: &str) -> Rendered {
                     hidden_from = None;
                 }
             }
-            if BLOCK.contains(&name) && hidden_from.is_none() {
+            if is_block(name) && hidden_from.is_none() {
                 line.break_line(&mut out.text);
             }
             continue;
         }
-        if INVISIBLE.contains(&name) && !tag.self_closing {
+        if is_invisible_element(name) && !tag.self_closing {
             // Skip straight to the matching close tag: these hold no visible markup.
-            let close = format!("</{name}");
-            pos = find_ci(html, pos, &close)
+            pos = find_close_tag(html, pos, name)
                 .and_then(|i| find_from(html, i, ">").map(|j| j + 1))
                 .unwrap_or(bytes.len());
             continue;
         }
+        let source = &html[lt..lt + tag.len];
         if hidden_from.is_none() {
             if name == "a" {
-                if let Some(href) = tag.attr(&html[lt..lt + tag.len], "href") {
-                    out.links.push(decode_entities(href.trim()));
+                if let Some(href) = tag.attr(source, "href") {
+                    out.links.push(decode_entities(href.trim()).into_owned());
                 }
             }
-            if BLOCK.contains(&name) {
+            if is_block(name) {
                 line.break_line(&mut out.text);
             }
         }
-        if VOID.contains(&name) || tag.self_closing {
+        if is_void(name) || tag.self_closing {
             continue;
         }
         if stack.len() < MAX_STACK {
-            stack.push(tag.name.clone());
-            if hidden_from.is_none() && tag.hides(&html[lt..lt + tag.len]) {
+            let hides = hidden_from.is_none() && tag.hides(source, &mut style);
+            stack.push(tag.name);
+            if hides {
                 hidden_from = Some(stack.len());
             }
         }
@@ -148,16 +181,16 @@ pub fn render(html: &str) -> Rendered {
 }
 
 /// A start or end tag: its lowercase name and where its attributes are.
-struct Tag {
-    name: String,
+struct Tag<'a> {
+    name: Cow<'a, str>,
     closing: bool,
     self_closing: bool,
     /// Bytes from `<` to just past `>`.
     len: usize,
 }
 
-impl Tag {
-    fn parse(s: &str) -> Option<Tag> {
+impl<'a> Tag<'a> {
+    fn parse(s: &'a str) -> Option<Tag<'a>> {
         let b = s.as_bytes();
         let mut i = 1;
         let closing = b.get(i) == Some(&b'/');
@@ -171,18 +204,30 @@ impl Tag {
         if i == name_start || !b[name_start].is_ascii_alphabetic() {
             return None;
         }
-        let name = s[name_start..i].to_ascii_lowercase();
+        let raw_name = &s[name_start..i];
+        let name = if raw_name.bytes().any(|c| c.is_ascii_uppercase()) {
+            Cow::Owned(raw_name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(raw_name)
+        };
         // Find the end of the tag, skipping over quoted attribute values (which may hold `>`).
-        let mut quote: Option<u8> = None;
-        while i < b.len() {
-            match (quote, b[i]) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, b'"') | (None, b'\'') => quote = Some(b[i]),
-                (None, b'>') => break,
-                _ => {}
+        // `i` ends at the `>`, or at the end of the input when there is none.
+        loop {
+            let Some(at) = find_any3(&b[i..], b'>', b'"', b'\'') else {
+                i = b.len();
+                break;
+            };
+            i += at;
+            if b[i] == b'>' {
+                break;
             }
-            i += 1;
+            match find_byte(&b[i + 1..], b[i]) {
+                Some(close) => i += 1 + close + 1,
+                None => {
+                    i = b.len();
+                    break;
+                }
+            }
         }
         let len = (i + 1).min(b.len());
         let self_closing = i > 0 && b.get(i - 1) == Some(&b'/');
@@ -196,74 +241,221 @@ impl Tag {
 
     /// The raw value of attribute `name` (lowercase) in the tag's source text; `Some("")` for a
     /// bare attribute such as `hidden`.
-    fn attr<'a>(&self, source: &'a str, name: &str) -> Option<&'a str> {
+    fn attr<'s>(&self, source: &'s str, name: &str) -> Option<&'s str> {
+        self.attrs(source)
+            .find(|(attr_name, _)| attr_name.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    }
+
+    /// The tag's attributes in source order: raw names and raw values.
+    fn attrs<'s>(&self, source: &'s str) -> Attrs<'s> {
+        // Everything before the closing `>`. A tag cut off by the end of the input has no `>`;
+        // its last character is dropped all the same, but whole, so a multi-byte character
+        // there cannot split (slicing inside it used to panic).
+        let mut end = source.len().saturating_sub(1);
+        while !source.is_char_boundary(end) {
+            end -= 1;
+        }
+        Attrs {
+            source,
+            // Skip `<`, an optional `/`, and the tag name.
+            i: 1 + usize::from(self.closing) + self.name.len(),
+            end,
+        }
+    }
+
+    /// Whether the element is hidden: a `hidden` attribute, or a first `style` attribute that
+    /// (ignoring whitespace and ASCII case) says `display:none`, `visibility:hidden`, or
+    /// `max-height:0` with `overflow:hidden`. `scratch` is reused between calls.
+    fn hides(&self, source: &str, scratch: &mut String) -> bool {
+        // An attribute named `hidden` cannot hide in a tag without those letters; then the
+        // attributes after the first `style` do not matter.
+        let may_be_hidden = contains_ignore_ascii_case(source.as_bytes(), b"hidden");
+        let mut style = None;
+        for (name, value) in self.attrs(source) {
+            if name.eq_ignore_ascii_case("hidden") {
+                return true;
+            }
+            if style.is_none() && name.eq_ignore_ascii_case("style") {
+                style = Some(value);
+                if !may_be_hidden {
+                    break;
+                }
+            }
+        }
+        match style {
+            None => false,
+            Some(style) if style.is_ascii() => style_hides(style),
+            Some(style) => {
+                scratch.clear();
+                scratch.extend(
+                    style
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .map(|c| c.to_ascii_lowercase()),
+                );
+                compact_style_hides(scratch)
+            }
+        }
+    }
+}
+
+/// Whether a style, with all whitespace removed and lowercased, hides its element.
+fn compact_style_hides(style: &str) -> bool {
+    let max_height_zero = style.contains("max-height:0;")
+        || style.ends_with("max-height:0")
+        || style.contains("max-height:0px");
+    style.contains("display:none")
+        || style.contains("visibility:hidden")
+        || (max_height_zero && style.contains("overflow:hidden"))
+}
+
+/// `compact_style_hides` for an ASCII style, read in place: every pattern has one `:`, so each
+/// `:` is matched backwards against the property and forwards against the value, skipping
+/// whitespace and ignoring case exactly as the compacted form would.
+fn style_hides(style: &str) -> bool {
+    let b = style.as_bytes();
+    let mut display_none = false;
+    let mut visibility_hidden = false;
+    let mut max_height_zero = false;
+    let mut overflow_hidden = false;
+    let mut from = 0;
+    while let Some(colon) = find_byte(&b[from..], b':').map(|i| from + i) {
+        from = colon + 1;
+        // Every property here ends in `y`, `t` or `w`: most colons are out at one byte.
+        let before = trim_end_spaces(&b[..colon]);
+        if !matches!(
+            before.last().map(u8::to_ascii_lowercase),
+            Some(b'y' | b't' | b'w')
+        ) {
+            continue;
+        }
+        let after = &b[colon + 1..];
+        if ends_with_compact(before, b"display") && starts_with_compact(after, b"none").is_some() {
+            display_none = true;
+        }
+        if ends_with_compact(before, b"visibility")
+            && starts_with_compact(after, b"hidden").is_some()
+        {
+            visibility_hidden = true;
+        }
+        if ends_with_compact(before, b"max-height") {
+            if let Some(rest) = starts_with_compact(after, b"0") {
+                if starts_with_compact(rest, b";").is_some()
+                    || starts_with_compact(rest, b"px").is_some()
+                    || rest.iter().all(|&c| is_ascii_space(c))
+                {
+                    max_height_zero = true;
+                }
+            }
+        }
+        if ends_with_compact(before, b"overflow") && starts_with_compact(after, b"hidden").is_some()
+        {
+            overflow_hidden = true;
+        }
+    }
+    display_none || visibility_hidden || (max_height_zero && overflow_hidden)
+}
+
+fn trim_end_spaces(text: &[u8]) -> &[u8] {
+    let mut end = text.len();
+    while end > 0 && is_ascii_space(text[end - 1]) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `char::is_whitespace` for ASCII.
+fn is_ascii_space(c: u8) -> bool {
+    matches!(c, b'\t'..=b'\r' | b' ')
+}
+
+/// Whether `text` with whitespace removed and lowercased starts with `word` (lowercase); the
+/// text after the match if so.
+fn starts_with_compact<'t>(text: &'t [u8], word: &[u8]) -> Option<&'t [u8]> {
+    let mut i = 0;
+    for &w in word {
+        while i < text.len() && is_ascii_space(text[i]) {
+            i += 1;
+        }
+        if text.get(i).map(u8::to_ascii_lowercase) != Some(w) {
+            return None;
+        }
+        i += 1;
+    }
+    Some(&text[i..])
+}
+
+/// Whether `text` with whitespace removed and lowercased ends with `word` (lowercase).
+fn ends_with_compact(text: &[u8], word: &[u8]) -> bool {
+    let mut i = text.len();
+    for &w in word.iter().rev() {
+        while i > 0 && is_ascii_space(text[i - 1]) {
+            i -= 1;
+        }
+        if i == 0 || text[i - 1].to_ascii_lowercase() != w {
+            return false;
+        }
+        i -= 1;
+    }
+    true
+}
+
+/// The attributes of a tag's source text, as `(name, value)`; `value` is `""` for a bare
+/// attribute.
+struct Attrs<'s> {
+    source: &'s str,
+    i: usize,
+    end: usize,
+}
+
+impl<'s> Iterator for Attrs<'s> {
+    type Item = (&'s str, &'s str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (source, end) = (self.source, self.end);
         let b = source.as_bytes();
-        // Skip `<`, an optional `/`, and the tag name.
-        let mut i = 1 + usize::from(self.closing) + self.name.len();
-        let end = source.len().saturating_sub(1);
-        while i < end {
-            while i < end && (b[i].is_ascii_whitespace() || b[i] == b'/') {
-                i += 1;
-            }
-            let name_start = i;
-            while i < end && !b[i].is_ascii_whitespace() && !matches!(b[i], b'=' | b'>' | b'/') {
-                i += 1;
-            }
-            if i == name_start {
-                break;
-            }
-            let attr_name = &source[name_start..i];
+        let mut i = self.i;
+        if i >= end {
+            return None;
+        }
+        while i < end && (b[i].is_ascii_whitespace() || b[i] == b'/') {
+            i += 1;
+        }
+        let name_start = i;
+        while i < end && !b[i].is_ascii_whitespace() && !matches!(b[i], b'=' | b'>' | b'/') {
+            i += 1;
+        }
+        if i == name_start {
+            self.i = end;
+            return None;
+        }
+        let attr_name = &source[name_start..i];
+        while i < end && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut value = "";
+        if i < end && b[i] == b'=' {
+            i += 1;
             while i < end && b[i].is_ascii_whitespace() {
                 i += 1;
             }
-            let mut value = "";
-            if i < end && b[i] == b'=' {
+            if i < end && (b[i] == b'"' || b[i] == b'\'') {
+                let quote = b[i];
+                let value_start = i + 1;
+                i = find_byte(&b[value_start..end], quote).map_or(end, |q| value_start + q);
+                value = &source[value_start..i];
                 i += 1;
-                while i < end && b[i].is_ascii_whitespace() {
+            } else {
+                let value_start = i;
+                while i < end && !b[i].is_ascii_whitespace() && b[i] != b'>' {
                     i += 1;
                 }
-                if i < end && (b[i] == b'"' || b[i] == b'\'') {
-                    let quote = b[i];
-                    let value_start = i + 1;
-                    i = value_start;
-                    while i < end && b[i] != quote {
-                        i += 1;
-                    }
-                    value = &source[value_start..i];
-                    i += 1;
-                } else {
-                    let value_start = i;
-                    while i < end && !b[i].is_ascii_whitespace() && b[i] != b'>' {
-                        i += 1;
-                    }
-                    value = &source[value_start..i];
-                }
-            }
-            if attr_name.eq_ignore_ascii_case(name) {
-                return Some(value);
+                value = &source[value_start..i];
             }
         }
-        None
-    }
-
-    fn hides(&self, source: &str) -> bool {
-        if self.attr(source, "hidden").is_some() {
-            return true;
-        }
-        let Some(style) = self.attr(source, "style") else {
-            return false;
-        };
-        let style: String = style
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        let max_height_zero = style.contains("max-height:0;")
-            || style.ends_with("max-height:0")
-            || style.contains("max-height:0px");
-        style.contains("display:none")
-            || style.contains("visibility:hidden")
-            || (max_height_zero && style.contains("overflow:hidden"))
+        self.i = i;
+        Some((attr_name, value))
     }
 }
 
@@ -276,7 +468,36 @@ struct LineBuilder {
 
 impl LineBuilder {
     fn push_text(&mut self, raw: &str) {
+        // Most text between tags is a line break and indentation.
+        if raw.bytes().all(is_ascii_space) {
+            if !raw.is_empty() {
+                self.pending_space = !self.line.is_empty();
+            }
+            return;
+        }
         let decoded = decode_entities(raw);
+        if decoded.is_ascii() {
+            // The same as the loop below, a run of non-space bytes at a time.
+            let bytes = decoded.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if is_ascii_space(bytes[i]) {
+                    self.pending_space = !self.line.is_empty();
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < bytes.len() && !is_ascii_space(bytes[i]) {
+                    i += 1;
+                }
+                if self.pending_space {
+                    self.line.push(' ');
+                    self.pending_space = false;
+                }
+                self.line.push_str(&decoded[start..i]);
+            }
+            return;
+        }
         for c in decoded.chars() {
             if c.is_whitespace() {
                 self.pending_space = !self.line.is_empty();
@@ -308,29 +529,109 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-fn decode_entities(s: &str) -> String {
+fn decode_entities(s: &str) -> Cow<'_, str> {
     if s.contains('&') {
-        html_escape::decode_html_entities(s).into_owned()
+        html_escape::decode_html_entities(s)
     } else {
-        s.to_owned()
+        Cow::Borrowed(s)
     }
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Nonzero exactly when some byte of `x` is zero. Only bytes above a zero byte can be flagged
+/// wrongly (borrows propagate upwards), so the lowest set bit always marks a zero byte.
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
 }
 
+/// The index of the first `needle` in `hay`, eight bytes at a time.
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    let pattern = LO * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap());
+        let found = zero_bytes(word ^ pattern);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| at + i)
+}
+
+/// The index of the first of `a`, `b` or `c` in `hay`, eight bytes at a time.
+fn find_any3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
+    let (pa, pb, pc) = (LO * u64::from(a), LO * u64::from(b), LO * u64::from(c));
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap());
+        let found = zero_bytes(word ^ pa) | zero_bytes(word ^ pb) | zero_bytes(word ^ pc);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&x| x == a || x == b || x == c)
+        .map(|i| at + i)
+}
+
+/// Whether `needle` (lowercase ASCII letters) occurs in `hay`, ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, tail)) = needle.split_first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    let mut at = 0;
+    while let Some(i) = find_any3(&hay[at..], first, upper, first).map(|i| at + i) {
+        if hay
+            .get(i + 1..i + 1 + tail.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(tail))
+        {
+            return true;
+        }
+        at = i + 1;
+    }
+    false
+}
+
+/// Where `needle` (ASCII) next starts at or after `from`.
 fn find_from(s: &str, from: usize, needle: &str) -> Option<usize> {
-    s.get(from..)?.find(needle).map(|i| from + i)
+    let (first, tail) = needle.as_bytes().split_first()?;
+    let hay = s.get(from..)?.as_bytes();
+    let mut at = 0;
+    loop {
+        let i = at + find_byte(&hay[at..], *first)?;
+        if hay[i + 1..].starts_with(tail) {
+            return Some(from + i);
+        }
+        at = i + 1;
+    }
 }
 
-/// Case-insensitive ASCII search for `needle` (given in lowercase).
-fn find_ci(s: &str, from: usize, needle: &str) -> Option<usize> {
-    let hay = s.as_bytes().get(from..)?;
-    let n = needle.as_bytes();
-    hay.windows(n.len())
-        .position(|w| w.eq_ignore_ascii_case(n))
-        .map(|i| from + i)
+/// Where `</name` (any ASCII case; `name` given in lowercase) next starts at or after `from`.
+fn find_close_tag(s: &str, from: usize, name: &str) -> Option<usize> {
+    let hay = s.as_bytes();
+    let name = name.as_bytes();
+    let mut at = from;
+    loop {
+        let lt = find_from(s, at, "</")?;
+        let candidate = hay.get(lt + 2..lt + 2 + name.len())?;
+        if candidate.eq_ignore_ascii_case(name) {
+            return Some(lt);
+        }
+        at = lt + 2;
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +680,12 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_cut_off_inside_a_multibyte_character_does_not_panic() {
+        assert_eq!(render("<div\n\u{85}").text, "");
+        assert_eq!(render("x <a href=caf\u{e9}").links, vec!["caf"]);
+    }
+
+    #[test]
     fn unclosed_hidden_element_hides_to_the_end_and_stray_closers_are_ignored() {
         assert_eq!(render("a</div><div style='display:none'>b").text, "a");
     }
@@ -386,6 +693,89 @@ mod tests {
     #[test]
     fn invisible_characters_are_removed() {
         assert_eq!(render("a\u{200c}\u{034f} b").text, "a b");
+    }
+
+    #[test]
+    fn byte_searches_agree_with_a_plain_scan() {
+        let hay: Vec<u8> = (0..200u32)
+            .map(|i| b"ab>\"'=:\n\xff"[(i * i % 9) as usize])
+            .collect();
+        for start in 0..hay.len() {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
+                let h = &hay[start..(start + len).min(hay.len())];
+                for n in [b'>', b'"', b'=', b':', b'\n', 0xff, b'z'] {
+                    assert_eq!(find_byte(h, n), h.iter().position(|&x| x == n));
+                }
+                assert_eq!(
+                    find_any3(h, b'>', b'"', b'\''),
+                    h.iter().position(|&x| matches!(x, b'>' | b'"' | b'\''))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn style_checks_read_in_place_agree_with_the_compacted_style() {
+        let compact = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace())
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        let pieces = [
+            "display",
+            "DISPLAY",
+            "dis play",
+            "none",
+            "n one",
+            "visibility",
+            "hidden",
+            "hid den",
+            "max-height",
+            "max-he ight",
+            "0",
+            "0px",
+            "0 px",
+            "overflow",
+            ":",
+            " : ",
+            ";",
+            " ",
+            "\t",
+            "x",
+            "px",
+            "1",
+        ];
+        let mut state = 7u64;
+        for _ in 0..20_000 {
+            let mut style = String::new();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for k in 0..(state % 9) {
+                style.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(
+                style_hides(&style),
+                compact_style_hides(&compact(&style)),
+                "{style:?}"
+            );
+        }
+        for style in [
+            "display:none",
+            "max-height:0;overflow:hidden",
+            "overflow:hidden;max-height:0",
+            "overflow: hidden; max-height: 0 ",
+            "max-height:0px;overflow:hidden",
+            "max-height:00;overflow:hidden",
+            "Visibility : Hidden",
+        ] {
+            assert_eq!(
+                style_hides(style),
+                compact_style_hides(&compact(style)),
+                "{style:?}"
+            );
+        }
     }
 
     #[test]
