@@ -232,7 +232,12 @@ fn check(config: Option<&Path>, offline: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let findings = match runtime() {
-        Ok(rt) => rt.block_on(crate::ops::check_lunchmoney(&settings, &registry)),
+        Ok(rt) => {
+            let limiter = std::sync::Arc::new(crate::deliver::limiter::RateLimiter::new(
+                settings.lunchmoney.requests_per_minute,
+            ));
+            rt.block_on(crate::ops::check_lunchmoney(&settings, &registry, limiter))
+        }
         Err(code) => return code,
     };
     let mut failed = false;

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::deliver::{self, client::Client, mapping::Resolver};
+use crate::deliver::{self, client::Client, limiter::RateLimiter, mapping::Resolver};
 use crate::inbound::stored::reextract;
 use crate::inbound::Payload;
 use crate::parse::{Outcome, Registry};
@@ -215,7 +215,13 @@ pub struct Finding {
 
 /// Checks the Lunch Money side: the token (`GET /me`) and that every mapped account, category
 /// and tag exists (missing v2 tags are reported; delivery would create them).
-pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<Finding> {
+/// `limiter` is the caller's rate limiter (the service's own, over HTTP), so a check never pushes
+/// the process past Lunch Money's limit.
+pub async fn check_lunchmoney(
+    settings: &Settings,
+    registry: &Registry,
+    limiter: Arc<RateLimiter>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut say = |level: &'static str, message: String| findings.push(Finding { level, message });
     for source in deliver::sources_without_account(&settings.lunchmoney, registry) {
@@ -235,6 +241,7 @@ pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<F
             return findings;
         }
     };
+    limiter.acquire().await;
     match client.me().await {
         Ok(me) => {
             let who = me
@@ -257,7 +264,8 @@ pub async fn check_lunchmoney(settings: &Settings, registry: &Registry) -> Vec<F
             return findings;
         }
     }
-    let resolver = Arc::new(Resolver::new(client.clone()));
+    let resolver = Resolver::new(client.clone(), Arc::clone(&limiter));
+    limiter.acquire().await;
     let existing_tags: Vec<String> = client
         .tags()
         .await

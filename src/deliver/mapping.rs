@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use super::client::{ApiError, Client, Named, Outgoing};
+use super::limiter::RateLimiter;
 use crate::settings::{ApiVersion, NameOrId, SourceMapping};
 use crate::transaction::Transaction;
 
@@ -38,13 +41,16 @@ struct Catalog {
 
 pub struct Resolver {
     client: Client,
+    /// The process's one rate limiter: look-ups count against Lunch Money's limit too.
+    limiter: Arc<RateLimiter>,
     catalog: Mutex<Catalog>,
 }
 
 impl Resolver {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, limiter: Arc<RateLimiter>) -> Self {
         Resolver {
             client,
+            limiter,
             catalog: Mutex::new(Catalog::default()),
         }
     }
@@ -100,10 +106,15 @@ impl Resolver {
     }
 
     async fn load(&self, catalog: &mut Catalog) -> Result<(), ApiError> {
+        self.limiter.acquire().await;
         catalog.accounts = self.client.accounts().await?;
+        self.limiter.acquire().await;
         catalog.categories = self.client.categories().await?;
         catalog.tags = match self.client.api() {
-            ApiVersion::V2 => self.client.tags().await?,
+            ApiVersion::V2 => {
+                self.limiter.acquire().await;
+                self.client.tags().await?
+            }
             ApiVersion::V1 => Vec::new(),
         };
         catalog.loaded_at = Some(Instant::now());
@@ -158,6 +169,7 @@ impl Resolver {
                 return Ok(tag.id);
             }
         }
+        self.limiter.acquire().await;
         let created = self.client.create_tag(name).await?;
         let id = created.id;
         catalog.tags.push(created);

@@ -41,7 +41,8 @@ pub struct Outbox {
     store: Arc<Store>,
     client: Client,
     resolver: Resolver,
-    limiter: RateLimiter,
+    /// Shared with everything else in the process that calls Lunch Money.
+    limiter: Arc<RateLimiter>,
     settings: LunchMoneySettings,
     jitter: Mutex<Jitter>,
     /// The date of the newest balance set per Lunch Money account, so a retried older
@@ -66,13 +67,19 @@ struct Row {
 type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), Stopped>> + Send + 'a>>;
 
 impl Outbox {
-    pub fn new(store: Arc<Store>, settings: &LunchMoneySettings) -> Result<Outbox, ApiError> {
+    /// `limiter` is the process's one rate limiter: every request to Lunch Money counts against
+    /// the same per-token limit.
+    pub fn new(
+        store: Arc<Store>,
+        settings: &LunchMoneySettings,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<Outbox, ApiError> {
         let client = Client::new(settings)?;
         Ok(Outbox {
             store,
-            resolver: Resolver::new(client.clone()),
+            resolver: Resolver::new(client.clone(), Arc::clone(&limiter)),
             client,
-            limiter: RateLimiter::new(settings.requests_per_minute),
+            limiter,
             settings: settings.clone(),
             jitter: Mutex::new(Jitter::seeded()),
             balances_set: Mutex::new(HashMap::new()),

@@ -43,6 +43,8 @@ pub struct AppState {
     /// `None` when no admin token is set: the admin routes are refused.
     pub admin: Option<Box<dyn Verifier>>,
     pub settings: Settings,
+    /// The process's Lunch Money rate limiter, shared with the outbox.
+    pub limiter: Arc<crate::deliver::limiter::RateLimiter>,
 }
 
 /// A request that passed authentication.

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use self::ingest::{AppState, HookSource};
 use self::metrics::Metrics;
-use crate::deliver::{self, Outbox};
+use crate::deliver::{self, limiter::RateLimiter, Outbox};
 use crate::parse::{Kind, LoadError, Registry};
 use crate::settings::{Secret, Settings};
 use crate::store::{Store, StoreError};
@@ -62,7 +62,10 @@ impl Application {
         let registry = Arc::new(Registry::load(settings.parsers.dir.as_deref())?);
         let store = Arc::new(Store::open(&settings.store.path)?);
         let token = ingest_token(settings)?;
-        let state = web::Data::new(app_state(settings, &registry, &store, &token)?);
+        // One limiter for every request to Lunch Money from this process (outbox, look-ups,
+        // /admin/check): the API's limit is per token.
+        let limiter = Arc::new(RateLimiter::new(settings.lunchmoney.requests_per_minute));
+        let state = web::Data::new(app_state(settings, &registry, &store, &token, &limiter)?);
         let outbox = if settings.dry_run() {
             tracing::info!("dry run: no Lunch Money token is set, so messages are stored and parsed but nothing is posted");
             None
@@ -71,8 +74,12 @@ impl Application {
                 tracing::warn!(source, "no Lunch Money account mapped (lunchmoney.sources.{source}.account): its transactions go in as cash, which Lunch Money cannot deduplicate by external_id");
             }
             Some(
-                Outbox::new(Arc::clone(&store), &settings.lunchmoney)
-                    .map_err(|e| StartError::Outbox(e.to_string()))?,
+                Outbox::new(
+                    Arc::clone(&store),
+                    &settings.lunchmoney,
+                    Arc::clone(&limiter),
+                )
+                .map_err(|e| StartError::Outbox(e.to_string()))?,
             )
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -140,8 +147,22 @@ impl Application {
                 tracing::error!(error = %e, "the outbox worker failed");
             }
         }
-        match Arc::try_unwrap(self.store) {
-            Ok(store) => {
+        // actix's worker threads drop their copies of the state (and so the store) shortly after
+        // the server future resolves; wait for that, briefly, to close the store cleanly.
+        let mut shared = self.store;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let owned = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(store) => break Some(store),
+                Err(still) if tokio::time::Instant::now() < deadline => {
+                    shared = still;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => break None,
+            }
+        };
+        match owned {
+            Some(store) => {
                 if let Err(e) = tokio::task::spawn_blocking(move || store.close())
                     .await
                     .unwrap_or(Ok(()))
@@ -149,9 +170,9 @@ impl Application {
                     tracing::error!(error = %e, "closing the store failed");
                 }
             }
-            // Workers still hold it (they are gone after a graceful stop; this is a timeout):
-            // acknowledged data is committed already, so dropping is safe.
-            Err(_) => tracing::warn!("store still in use at shutdown; dropping it"),
+            // Acknowledged data is committed already, so dropping without the final checkpoint
+            // loses nothing.
+            None => tracing::warn!("store still in use 5 s after shutdown; dropping it"),
         }
         tracing::info!("stopped");
         served
@@ -172,6 +193,7 @@ fn app_state(
     registry: &Arc<Registry>,
     store: &Arc<Store>,
     token: &Secret,
+    limiter: &Arc<RateLimiter>,
 ) -> Result<AppState, StartError> {
     let basic_or_token = |basic: &crate::settings::BasicAuthSettings| -> Box<dyn Verifier> {
         match &basic.username {
@@ -239,6 +261,7 @@ fn app_state(
         admin: (!settings.admin.token.is_empty())
             .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
         settings: settings.clone(),
+        limiter: Arc::clone(limiter),
     })
 }
 

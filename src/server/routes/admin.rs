@@ -2,6 +2,8 @@
 //! replaying dead letters, re-parsing stored input, checking the Lunch Money set-up. Refused
 //! when no admin token is set.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -92,7 +94,9 @@ pub async fn reparse(
 /// The Lunch Money side of `lm-ingest check`: token, mapped accounts, categories and tags.
 pub async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let findings = crate::ops::check_lunchmoney(&state.settings, &state.registry).await;
+    let findings =
+        crate::ops::check_lunchmoney(&state.settings, &state.registry, Arc::clone(&state.limiter))
+            .await;
     let ok = findings.iter().all(|f| f.level != "error");
     Ok(HttpResponse::Ok().json(json!({ "ok": ok, "findings": findings })))
 }
