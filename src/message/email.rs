@@ -62,12 +62,45 @@ pub struct Email {
     pub original: Option<Original>,
 }
 
+/// What a caller needs from a parse; anything else may be left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmailOptions {
+    /// Whether `Email.text` is wanted when the email has an HTML body. When false and there is
+    /// HTML, the `text/plain` part is not decoded and `text` is `None`; without HTML the text is
+    /// always decoded, since it is then the body (`body_text`) that forwards are found in.
+    pub text_needed: bool,
+    /// Whether to look for a forwarded header block in the body (`Original::Quoted`) now. When
+    /// false, `original` is set only for an attached message, and `find_quoted_original` does the
+    /// rest if the caller turns out to need it. Attached messages are always searched.
+    pub quoted_original: bool,
+}
+
+impl Default for EmailOptions {
+    /// Every part, as `Email::parse` reads it.
+    fn default() -> Self {
+        EmailOptions {
+            text_needed: true,
+            quoted_original: true,
+        }
+    }
+}
+
 impl Email {
+    /// Parses every part (`EmailOptions::default()`).
     pub fn parse(raw: &[u8]) -> Result<Email, EmailError> {
-        Self::parse_nested(raw, 0)
+        Self::parse_with(raw, EmailOptions::default())
     }
 
-    fn parse_nested(raw: &[u8], attached_depth: usize) -> Result<Email, EmailError> {
+    /// Parses what `options` asks for: see `EmailOptions`.
+    pub fn parse_with(raw: &[u8], options: EmailOptions) -> Result<Email, EmailError> {
+        Self::parse_nested(raw, 0, options)
+    }
+
+    fn parse_nested(
+        raw: &[u8],
+        attached_depth: usize,
+        options: EmailOptions,
+    ) -> Result<Email, EmailError> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(EmailError::Empty);
         }
@@ -90,13 +123,35 @@ impl Email {
             .iter()
             .map(|h| (h.get_key_ref().to_ascii_lowercase(), header_value(h)))
             .collect();
-        let mut bodies = Bodies::default();
+        let mut bodies = Bodies {
+            text_needed: options.text_needed,
+            ..Bodies::default()
+        };
         collect_bodies(&parsed, 0, &mut bodies);
+        // Text parts put off are decoded only when there is no HTML to read instead, first
+        // decodable one first, exactly as they would have been eagerly.
+        if !options.text_needed && bodies.html.is_none() {
+            bodies.text = bodies
+                .deferred_text
+                .iter()
+                .find_map(|part| body_of(part))
+                .map(|t| normalize_newlines(&t));
+        }
         let attached = bodies
             .attached_message
             .filter(|_| attached_depth < MAX_ATTACHED_DEPTH)
-            .and_then(|inner| Email::parse_nested(&inner, attached_depth + 1).ok());
-        Ok(Email::assemble(headers, bodies.text, bodies.html, attached))
+            .and_then(|inner| {
+                let options = EmailOptions {
+                    quoted_original: true,
+                    ..options
+                };
+                Email::parse_nested(&inner, attached_depth + 1, options).ok()
+            });
+        let mut email = Email::assemble(headers, bodies.text, bodies.html, attached);
+        if options.quoted_original {
+            email.find_quoted_original();
+        }
+        Ok(email)
     }
 
     /// An email from parts a provider already took apart (Postmark's JSON, SendGrid's parsed
@@ -111,7 +166,9 @@ impl Email {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        Email::assemble(headers, text.map(|t| normalize_newlines(&t)), html, None)
+        let mut email = Email::assemble(headers, text.map(|t| normalize_newlines(&t)), html, None);
+        email.find_quoted_original();
+        email
     }
 
     fn assemble(
@@ -133,13 +190,19 @@ impl Email {
             email.html_text = Some(r.text);
             email.links = r.links;
         }
-        if email.original.is_none() {
-            email.original = email
+        email
+    }
+
+    /// Sets `original` from a forwarded header block in the body, unless it is already set (an
+    /// attached message, or an earlier call). `Email::parse` has already done this;
+    /// `parse_with` does it when `EmailOptions::quoted_original` asks.
+    pub fn find_quoted_original(&mut self) {
+        if self.original.is_none() {
+            self.original = self
                 .body_text()
                 .and_then(forward::find_forwarded_header)
                 .map(|h: ForwardedHeader| Original::Quoted(h.into_envelope()));
         }
-        email
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -166,13 +229,17 @@ impl Email {
 }
 
 #[derive(Default)]
-struct Bodies {
+struct Bodies<'a> {
+    /// Whether text parts are decoded as they are found, or put off in `deferred_text`.
+    text_needed: bool,
     text: Option<String>,
+    /// Inline `text/plain` parts, in order, when `text_needed` is false.
+    deferred_text: Vec<&'a ParsedMail<'a>>,
     html: Option<String>,
     attached_message: Option<Vec<u8>>,
 }
 
-fn collect_bodies(part: &ParsedMail<'_>, depth: usize, out: &mut Bodies) {
+fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'a>) {
     if depth > MAX_PART_DEPTH {
         return;
     }
@@ -195,6 +262,9 @@ fn collect_bodies(part: &ParsedMail<'_>, depth: usize, out: &mut Bodies) {
             for sub in &part.subparts {
                 collect_bodies(sub, depth + 1, out);
             }
+        }
+        "text/plain" if !out.text_needed && !is_attachment() => {
+            out.deferred_text.push(part);
         }
         "text/plain" if out.text.is_none() && !is_attachment() => {
             out.text = body_of(part).map(|t| normalize_newlines(&t));
@@ -524,6 +594,53 @@ mod tests {
             }
             check("utf-8", &body);
         }
+    }
+
+    #[test]
+    fn text_part_is_skipped_only_when_allowed_and_there_is_html() {
+        let lean = EmailOptions {
+            text_needed: false,
+            quoted_original: true,
+        };
+        // Text and HTML: the text is left out only when it is not needed.
+        let both = b"From: a@b.c\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nplain =C3=A9\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--b--\r\n";
+        let full = Email::parse(both).unwrap();
+        assert_eq!(full.text.as_deref(), Some("plain \u{e9}"));
+        let skipped = Email::parse_with(both, lean).unwrap();
+        assert_eq!(skipped.text, None);
+        assert_eq!(
+            Email {
+                text: None,
+                ..full.clone()
+            },
+            skipped
+        );
+        assert_eq!(skipped.body_text(), full.body_text());
+        // No HTML: the text is the body and is always decoded, the first decodable part first.
+        let text_only = b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nattached\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--b--\r\n";
+        assert_eq!(
+            Email::parse_with(text_only, lean).unwrap(),
+            Email::parse(text_only).unwrap()
+        );
+        assert_eq!(
+            Email::parse(text_only).unwrap().text.as_deref(),
+            Some("first")
+        );
+    }
+
+    #[test]
+    fn quoted_original_can_be_found_later_with_the_same_result() {
+        let raw = b"From: me@example.com\nSubject: Fwd: paid\nContent-Type: text/plain\n\n---------- Forwarded message ---------\nFrom: Venmo <venmo@venmo.com>\nDate: Fri, Mar 1, 2024 at 3:30 PM\nSubject: Jane paid you $5.00\n\nbody\n";
+        let full = Email::parse(raw).unwrap();
+        assert!(matches!(full.original, Some(Original::Quoted(_))));
+        let options = EmailOptions {
+            text_needed: true,
+            quoted_original: false,
+        };
+        let mut later = Email::parse_with(raw, options).unwrap();
+        assert_eq!(later.original, None);
+        later.find_quoted_original();
+        assert_eq!(later, full);
     }
 
     #[test]

@@ -62,6 +62,10 @@ impl Plugin for RuleSet {
         self.apply(&Input::Webhook(hook), None)
     }
 
+    fn reads_text(&self) -> bool {
+        self.kind == Kind::Email && self.reads(Source::Text)
+    }
+
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         self.verify.as_ref()
     }
@@ -86,6 +90,24 @@ impl Plugin for RuleSet {
 }
 
 impl RuleSet {
+    /// Whether any finder (negated ones included) reads `source`.
+    pub fn reads(&self, source: Source) -> bool {
+        let finders = self
+            .ignore
+            .iter()
+            .flat_map(|rule| &rule.when)
+            .chain(&self.optional)
+            .chain(
+                self.templates
+                    .iter()
+                    .flat_map(|t| t.require.iter().chain(&t.optional)),
+            )
+            .chain(self.fetch.iter().flat_map(|f| &f.when));
+        finders
+            .into_iter()
+            .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
+    }
+
     fn apply(&self, input: &Input<'_>, sent: Option<MessageTime>) -> Outcome {
         let mut scratch = Captures::new();
         for rule in &self.ignore {

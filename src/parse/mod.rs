@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use engine::EmailView;
 pub use rules::{Kind, RuleError, RuleSet};
 
-use crate::message::{Email, Original, Webhook};
+use crate::message::{Email, EmailOptions, Original, Webhook};
 use crate::transaction::Transaction;
 
 /// A parser plugin. Rule files implement it (`RuleSet`); a format that rules cannot express can
@@ -23,6 +23,11 @@ pub trait Plugin: Send + Sync {
     fn claims(&self, sender: &str, subject: &str) -> bool;
     fn parse_email(&self, view: &EmailView<'_>) -> Outcome;
     fn parse_webhook(&self, hook: &Webhook) -> Outcome;
+    /// Whether `parse_email` reads `EmailView::text` (the `text/plain` part). When no plugin does,
+    /// the registry skips decoding that part in mail that has HTML. Assume it does unless sure.
+    fn reads_text(&self) -> bool {
+        true
+    }
     /// How a webhook plugin's requests prove their origin, as its rule file declares it.
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         None
@@ -110,6 +115,8 @@ pub enum LoadError {
 /// All plugins, in the order they are tried: by id, built-in ones overridden by same-named files.
 pub struct Registry {
     plugins: Vec<Box<dyn Plugin>>,
+    /// How `parse_email` parses: only the parts some plugin reads.
+    email_options: EmailOptions,
 }
 
 impl Registry {
@@ -142,7 +149,15 @@ impl Registry {
             }
         }
         if errors.is_empty() {
-            Ok(Registry { plugins })
+            let email_options = EmailOptions {
+                text_needed: plugins.iter().any(|p| p.reads_text()),
+                // Looked for in `parse_email` only when no plugin claims the outer sender.
+                quoted_original: false,
+            };
+            Ok(Registry {
+                plugins,
+                email_options,
+            })
         } else {
             Err(LoadError::Rules(errors))
         }
@@ -161,8 +176,16 @@ impl Registry {
 
     /// Parses raw RFC 822 bytes. Never fails: unreadable input is an `error` outcome.
     pub fn parse_email(&self, raw: &[u8]) -> Outcome {
-        match Email::parse(raw) {
-            Ok(email) => self.parse_parsed_email(&email),
+        match Email::parse_with(raw, self.email_options) {
+            Ok(mut email) => {
+                // A quoted forward matters only when no plugin claims the outer sender, as in
+                // `parse_parsed_email`; only then is the body searched for one.
+                let from = email.envelope.from.as_deref().unwrap_or("");
+                if self.claimant(from, &email.envelope.subject).is_none() {
+                    email.find_quoted_original();
+                }
+                self.parse_parsed_email(&email)
+            }
             Err(e) => Outcome::error(None, e.to_string()),
         }
     }
@@ -281,5 +304,109 @@ fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError
         Ok(files)
     } else {
         Err(LoadError::Rules(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.eml` under `fixtures/`.
+    fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let path = file.unwrap().path();
+                if path.extension().is_some_and(|e| e == "eml") {
+                    let raw = std::fs::read(&path).unwrap();
+                    out.push((path, raw));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn text_part_is_needed_only_when_a_loaded_plugin_reads_it() {
+        let builtin = Registry::load(None).unwrap();
+        assert!(!builtin.email_options.text_needed);
+        assert!(!builtin.email_options.quoted_original);
+        let reads_text = rules::compile(
+            "t.toml",
+            "t",
+            r#"
+kind = "email"
+[claim]
+senders = ["pay@example.com"]
+[[template]]
+name = "t"
+require = [{ in = "text", regex = 'paid (?P<amount>\S+)' }]
+"#,
+        )
+        .unwrap();
+        assert!(reads_text.reads_text());
+        let reads_body = rules::compile(
+            "b.toml",
+            "b",
+            r#"
+kind = "email"
+[claim]
+senders = ["pay@example.com"]
+[[ignore]]
+reason = "x"
+when = [{ in = "body", regex = 'x' }]
+[[template]]
+name = "t"
+require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
+"#,
+        )
+        .unwrap();
+        assert!(!reads_body.reads_text());
+    }
+
+    #[test]
+    fn a_plugin_reading_text_still_sees_the_text_part() {
+        let dir = std::env::temp_dir().join(format!("lm-ingest-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("plain.toml"),
+            r#"
+kind = "email"
+[claim]
+senders = ["pay@example.com"]
+[[template]]
+name = "t"
+require = [{ in = "text", regex = 'plain paid (?P<amount>\S+)' }]
+"#,
+        )
+        .unwrap();
+        let registry = Registry::load(Some(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let registry = registry.unwrap();
+        assert!(registry.email_options.text_needed);
+        let raw = b"From: pay@example.com\r\nSubject: hi\r\nDate: Fri, 01 Mar 2024 23:30:00 +0000\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain paid $5.00\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>html paid $6.00</p>\r\n--b--\r\n";
+        let outcome = registry.parse_email(raw);
+        assert_eq!(outcome.status, Status::Parsed, "{outcome:?}");
+        assert_eq!(outcome.transactions[0].amount.as_str(), "5.00");
+    }
+
+    #[test]
+    fn lean_parse_gives_the_outcomes_of_a_full_parse_on_every_fixture() {
+        let registry = Registry::load(None).unwrap();
+        let emails = fixture_emails();
+        assert!(emails.len() >= 20, "{} fixtures", emails.len());
+        for (path, raw) in emails {
+            let full = match Email::parse(&raw) {
+                Ok(email) => registry.parse_parsed_email(&email),
+                Err(e) => Outcome::error(None, e.to_string()),
+            };
+            assert_eq!(registry.parse_email(&raw), full, "{}", path.display());
+        }
     }
 }
