@@ -188,7 +188,7 @@ impl RuleSet {
         let external_id = match fill_opt(&template.fields.id, captures) {
             Some(id) => external_id(&self.id, &id),
             None => {
-                // Documented in parsers/README.md: the derived id covers what the message says
+                // Documented in docs/rule-files.md: the derived id covers what the message says
                 // and when it was sent (to the minute, so every forwarding route agrees).
                 let sent_minute = sent.map(minute_key).unwrap_or_default();
                 let date_text = date.to_string();

@@ -1,6 +1,6 @@
 //! Parser plugins written as data: the rule-file schema (TOML) and its compiled form.
 //!
-//! The format is documented in `parsers/README.md`. Compiling checks everything that can be
+//! The format is documented in `docs/rule-files.md`. Compiling checks everything that can be
 //! checked before a message arrives (regexes, JSON pointers, time zones, date formats, that each
 //! field's captures exist) and reports each problem as `file: field: why`.
 
