@@ -26,6 +26,7 @@
 //! the writer. Dropping a `Store` without closing it lets the writer finish the queue in the
 //! background without waiting for it; nothing acknowledged can be lost either way.
 
+mod checkpoint;
 mod outbox;
 mod schema;
 mod writer;
@@ -248,6 +249,8 @@ pub struct Store {
     counters: Arc<Counters>,
     /// Woken after a commit that made new transactions pending (see [`Store::queued_signal`]).
     queued: Arc<Notify>,
+    /// The checkpoint thread and the sender whose drop stops it.
+    checkpoints: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl fmt::Debug for Store {
@@ -299,6 +302,16 @@ impl Store {
         )?;
         schema::configure_reader(&read)?;
 
+        let checkpoint_conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (stop_checkpoints, checkpoint_stop) = std::sync::mpsc::channel();
+        let checkpointer = std::thread::Builder::new()
+            .name("store-checkpoint".to_owned())
+            .spawn(move || checkpoint::run(checkpoint_conn, checkpoint_stop))?;
+
         let counters = Arc::new(Counters::default());
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let thread_counters = Arc::clone(&counters);
@@ -312,6 +325,7 @@ impl Store {
             reader: Mutex::new(read),
             counters,
             queued: Arc::new(Notify::new()),
+            checkpoints: Some((stop_checkpoints, checkpointer)),
         })
     }
 
@@ -505,6 +519,11 @@ impl Store {
     /// async code call it from `tokio::task::spawn_blocking` or `block_in_place`. It needs no
     /// runtime to make progress, so it cannot deadlock one.
     pub fn close(mut self) -> Result<(), StoreError> {
+        // Checkpoints stop first, so the writer's final TRUNCATE checkpoint runs alone.
+        if let Some((stop, thread)) = self.checkpoints.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         self.queue = None;
         match self.writer.take() {
             Some(handle) => handle.join().map_err(|_| StoreError::WriterPanicked)?,
@@ -532,6 +551,7 @@ impl Drop for Store {
     /// Closes the queue and lets the writer finish it in the background without waiting (so a
     /// drop never blocks a runtime thread). Every acknowledged request is already committed.
     fn drop(&mut self) {
+        self.checkpoints = None;
         self.queue = None;
         self.writer = None;
     }

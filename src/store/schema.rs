@@ -94,9 +94,13 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     // FULL: in WAL mode every commit fsyncs the WAL, so an acknowledged request survives power loss.
+    // No automatic checkpoints on the writer: copying the WAL back into the database inside
+    // a commit stalls every request queued behind it (most of the latency tail under load).
+    // The checkpoint thread does it beside the writer instead (`checkpoint::run`).
     conn.execute_batch(
         "PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     let _: i64 = conn.query_row(
         &format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}"),

@@ -1756,3 +1756,43 @@ async fn concurrent_claimers_never_share_a_row_while_its_lease_holds() {
     );
     Arc::into_inner(store).unwrap().close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let db = dir.path().join("data/store.db");
+    let autocheckpoint = Arc::new(std::sync::Mutex::new(-1i64));
+    let seen = Arc::clone(&autocheckpoint);
+    on_writer(&store, move |conn| {
+        *seen.lock().unwrap() = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+    })
+    .await;
+    assert_eq!(
+        *autocheckpoint.lock().unwrap(),
+        0,
+        "no checkpoints inside the writer's commits"
+    );
+    let before = std::fs::metadata(&db).unwrap().len();
+    for i in 0..200 {
+        let mut m = message(&format!("big-{i}"), vec![]);
+        m.raw = vec![b'x'; 10_000];
+        store.ingest(m).await.unwrap();
+    }
+    // With automatic checkpoints off, only the checkpoint thread copies pages into the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&db).unwrap().len() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file never grew: no checkpoint ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().unwrap();
+    let wal = std::fs::metadata(db.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "close still truncates the WAL");
+}
