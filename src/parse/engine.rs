@@ -70,6 +70,10 @@ impl Plugin for RuleSet {
         self.verify.as_ref()
     }
 
+    fn fetches(&self) -> bool {
+        self.fetch.is_some()
+    }
+
     fn fetch_target(&self, hook: &Webhook) -> Option<(String, String)> {
         let fetch = self.fetch.as_ref()?;
         let input = Input::Webhook(hook);

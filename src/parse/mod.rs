@@ -32,6 +32,11 @@ pub trait Plugin: Send + Sync {
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         None
     }
+    /// Whether this plugin ever fetches a resource for its webhooks (so the service need not
+    /// read the body an extra time to ask for every other plugin).
+    fn fetches(&self) -> bool {
+        false
+    }
     /// For webhooks that carry only ids: the default base URL and the path to GET for this
     /// event, or `None` when nothing is to be fetched.
     fn fetch_target(&self, _hook: &Webhook) -> Option<(String, String)> {

@@ -63,7 +63,7 @@ async fn fetch_resource(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Option<Value>, ApiError> {
-    let Some(p) = state.registry.get(plugin) else {
+    let Some(p) = state.registry.get(plugin).filter(|p| p.fetches()) else {
         return Ok(None);
     };
     // Unreadable JSON is the extractor's to report; nothing to fetch for it.
