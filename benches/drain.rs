@@ -47,9 +47,12 @@ use lm_ingest::transaction::Transaction;
 use serde_json::{json, Value};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
+// The tests' fake: the bench uses only part of it.
 #[allow(dead_code)]
 #[path = "../tests/support/fake_lunchmoney.rs"]
 mod fake_lunchmoney;
+#[path = "support/machine.rs"]
+mod machine;
 
 use fake_lunchmoney::{seed, FakeHandle, FakeLunchMoney, Outcome};
 
@@ -119,7 +122,7 @@ fn main() {
 
 async fn run(recorder: Recorder, n: usize, idle_samples: usize, account: Option<String>) {
     let started = Instant::now();
-    let ticks = clock_ticks_per_sec();
+    let ticks = machine::clock_ticks_per_sec();
     println!("# lm-ingest delivery benchmark (outbox -> fake Lunch Money)");
     println!();
     machine_facts();
@@ -1169,34 +1172,8 @@ async fn wait_quiet() {
 }
 
 fn machine_facts() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_total = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!(
-        "machine: {} cores (available_parallelism), CPU {model}, RAM {mem_total}, Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
-    );
+    println!("{}", machine::machine_line());
     println!("one process: the service (outbox worker on a 2-worker tokio runtime, 1 HTTP worker), the fake Lunch Money (std threads) and this driver share the cores");
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// utime + stime of a `/proc/.../stat` line, in ticks.

@@ -28,6 +28,8 @@
 //! profilers: `LM_INGEST_BENCH_ONLY=health|hook|email|open` runs that one phase (with
 //! `LM_INGEST_BENCH_CLIENTS`, default 64) and prints the server's pid first, e.g.
 //! `perf record -g -p <pid>` or `strace -f -c -p <pid>` from another shell.
+#[path = "support/machine.rs"]
+mod machine;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -693,34 +695,8 @@ fn self_ticks() -> u64 {
         .map_or(0, |(_, t)| t)
 }
 
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn machine_facts(bin: &Path, work: &Path) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_total = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!(
-        "machine: {} cores (available_parallelism), CPU {model}, RAM {mem_total}, Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
-    );
+    println!("{}", machine::machine_line());
     println!(
         "server: {} serve (default workers: one per core), store under {}, LM_INGEST_LOG=warn",
         bin.display(),
@@ -1179,7 +1155,7 @@ fn run_phase(
     duration: Duration,
 ) -> (Row, Tally) {
     let pid = server.pid();
-    let tck = clock_ticks_per_sec();
+    let tck = machine::clock_ticks_per_sec();
     let threads_before = thread_ticks(pid);
     let self_before = self_ticks();
     let machine_before = Machine::now();
@@ -1353,7 +1329,7 @@ fn run_open_loop(
     duration: Duration,
 ) -> OpenLoop {
     let pid = server.pid();
-    let tck = clock_ticks_per_sec();
+    let tck = machine::clock_ticks_per_sec();
     let threads_before = thread_ticks(pid);
     let self_before = self_ticks();
     let machine_before = Machine::now();
