@@ -49,7 +49,7 @@ pub fn outbox_report(
                     "notes": t.transaction.notes,
                     "external_id": t.transaction.external_id,
                     "tags": tags_with(&t.transaction, &mapping.tags),
-                    "account": mapping.account,
+                    "account": t.transaction.account.as_ref().and_then(|a| mapping.accounts.get(a)).or(mapping.account.as_ref()),
                     "category": mapping.category,
                 },
             })

@@ -411,3 +411,45 @@ async fn up_without_an_api_token_says_what_to_set() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_outbox_shows_the_account_a_banks_own_account_maps_to() {
+    use lm_ingest::settings::{NameOrId, SourceMapping};
+    let app = spawn_app_with(|s| {
+        s.hooks.insert(
+            "monzo".into(),
+            HookSettings {
+                secret: Secret::new(MONZO_SECRET),
+                ..Default::default()
+            },
+        );
+        s.admin.token = Secret::new("admin-token-0123456789");
+        let mut mapping = SourceMapping {
+            account: Some(NameOrId::Name("Monzo".into())),
+            ..Default::default()
+        };
+        mapping.accounts.insert(
+            "acc_00009Xk2LmQ7bR4sT1uV3w".into(),
+            NameOrId::Name("Monzo Current".into()),
+        );
+        s.lunchmoney.sources.insert("monzo".into(), mapping);
+    })
+    .await;
+    let url = format!("/hooks/monzo?secret={MONZO_SECRET}");
+    let (status, _) = post(&app, &url, bank_fixture("monzo", "pending-created"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let report: Value = app
+        .client
+        .get(app.url("/admin/outbox"))
+        .bearer_auth("admin-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        report["pending"][0]["would_post"]["account"], "Monzo Current",
+        "{report}"
+    );
+}
