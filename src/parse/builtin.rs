@@ -2,11 +2,14 @@
 //! `parsers/`; a test checks this list and that folder agree.
 
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("bankofamerica", include_str!("../../parsers/bankofamerica.toml")),
     ("bunq", include_str!("../../parsers/bunq.toml")),
+    ("chase", include_str!("../../parsers/chase.toml")),
     ("monzo", include_str!("../../parsers/monzo.toml")),
     ("starling", include_str!("../../parsers/starling.toml")),
     ("up", include_str!("../../parsers/up.toml")),
     ("venmo", include_str!("../../parsers/venmo.toml")),
+    ("wellsfargo", include_str!("../../parsers/wellsfargo.toml")),
 ];
 
 #[cfg(test)]
