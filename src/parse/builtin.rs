@@ -2,7 +2,10 @@
 //! `parsers/`; a test checks this list and that folder agree.
 
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("bankofamerica", include_str!("../../parsers/bankofamerica.toml")),
+    (
+        "bankofamerica",
+        include_str!("../../parsers/bankofamerica.toml"),
+    ),
     ("bunq", include_str!("../../parsers/bunq.toml")),
     ("chase", include_str!("../../parsers/chase.toml")),
     ("monzo", include_str!("../../parsers/monzo.toml")),
