@@ -36,6 +36,16 @@ pub fn outbox_report(
         .into_iter()
         .map(|t| {
             let mapping = settings.lunchmoney.mapping(&t.transaction.plugin);
+            if let Some(plaid) = mapping.plaid_target(t.transaction.account.as_deref()) {
+                return json!({
+                    "id": t.id,
+                    "attempts": t.attempts,
+                    "next_attempt_at": t.next_attempt_at,
+                    "error": t.last_error,
+                    "external_id": t.transaction.external_id,
+                    "would_fetch_plaid_account": plaid,
+                });
+            }
             json!({
                 "id": t.id,
                 "attempts": t.attempts,
@@ -55,15 +65,25 @@ pub fn outbox_report(
             })
         })
         .collect();
+    let fetched: Vec<Value> = store
+        .transactions_in_state("fetched", LISTED)?
+        .into_iter()
+        .map(|t| {
+            let mapping = settings.lunchmoney.mapping(&t.transaction.plugin);
+            json!({"id": t.id, "external_id": t.transaction.external_id, "at": t.updated_at, "plaid_account": mapping.plaid_target(t.transaction.account.as_deref())})
+        })
+        .collect();
     Ok(json!({
         "dry_run": settings.dry_run(),
-        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "claimed": summary.claimed},
+        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "fetched": summary.fetched, "claimed": summary.claimed},
         "oldest_pending": summary.oldest_pending,
         "next_attempt": summary.next_attempt,
         "last_error": summary.last_error.map(|(id, at, error)| json!({"transaction": id, "at": at, "error": error})),
         "sources_without_account": deliver::sources_without_account(&settings.lunchmoney, registry),
         "pending": pending,
         "dead": dead,
+        "fetched": fetched,
+        "plaid_fetches": store.plaid_fetches()?,
     }))
 }
 
@@ -149,7 +169,7 @@ pub async fn reparse(
             match store.transaction_by_external_id(&tx.external_id)? {
                 None => entry.new.push(tx.external_id.clone()),
                 Some(stored) if same(&stored.transaction, tx) => entry.unchanged += 1,
-                Some(stored) if stored.state == "delivered" => entry.changed_delivered.push(tx.external_id.clone()),
+                Some(stored) if stored.state == "delivered" || stored.state == "fetched" => entry.changed_delivered.push(tx.external_id.clone()),
                 Some(stored) => entry.updated.push(json!({"external_id": tx.external_id, "before": stored.transaction, "after": tx})),
             }
         }

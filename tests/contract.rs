@@ -154,6 +154,12 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
             .await,
     );
 
+    // A Plaid-linked source's alert: a fetch of the account instead of an insert (202, no body).
+    expect_valid(
+        "POST /v2/plaid_accounts/fetch?id=N",
+        client.plaid_fetch(119807).await,
+    );
+
     // The lookups and the token check.
     expect_valid("GET /v2/me", client.me().await);
     let accounts = expect_valid("GET /v2/manual_accounts", client.accounts().await);

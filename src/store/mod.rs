@@ -28,6 +28,7 @@
 
 mod checkpoint;
 mod outbox;
+mod plaid;
 mod schema;
 mod writer;
 
@@ -50,6 +51,7 @@ use crate::parse::Status;
 use crate::transaction::Transaction;
 
 pub use outbox::{Claimed, OutboxSummary, ReparseResult};
+pub use plaid::{FetchSlot, PlaidFetch};
 pub use schema::SCHEMA_VERSION;
 use writer::{Counters, Job, Op};
 
@@ -214,7 +216,7 @@ pub struct StoredTransaction {
     pub message_id: i64,
     /// With `plugin` restored from its own column.
     pub transaction: Transaction,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `fetched` (a Plaid fetch was triggered instead).
     pub state: String,
     /// Failed delivery attempts (reset to 0 by a replay or a re-parse that revives a dead row).
     pub attempts: i64,
