@@ -18,8 +18,8 @@ use crate::transaction::Transaction;
 /// How many dead letters and pending transactions the report lists.
 const LISTED: usize = 50;
 
-/// The outbox at a glance: counts by state, the oldest pending, the last error, and (in a dry
-/// run) what would be posted.
+/// The outbox at a glance: counts by state, the oldest pending, the last error, (in a dry run)
+/// what would be posted, Plaid fetch windows, and the parser-drift counts per sender.
 pub fn outbox_report(
     store: &Store,
     settings: &Settings,
@@ -84,6 +84,7 @@ pub fn outbox_report(
         "dead": dead,
         "fetched": fetched,
         "plaid_fetches": store.plaid_fetches()?,
+        "parse_drift": store.drift_counts()?,
     }))
 }
 

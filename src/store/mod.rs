@@ -27,6 +27,7 @@
 //! background without waiting for it; nothing acknowledged can be lost either way.
 
 mod checkpoint;
+mod drift;
 mod outbox;
 mod plaid;
 mod schema;
@@ -50,6 +51,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::parse::Status;
 use crate::transaction::Transaction;
 
+pub use drift::{sender_domain, DriftCount, DriftNote};
 pub use outbox::{Claimed, OutboxSummary, ReparseResult};
 pub use plaid::{FetchSlot, PlaidFetch};
 pub use schema::SCHEMA_VERSION;
@@ -174,6 +176,9 @@ pub struct NewMessage {
     pub reason: Option<String>,
     /// Queued for delivery only when `status` is `Queued`; ignored otherwise.
     pub transactions: Vec<Transaction>,
+    /// The sender and what its template lacked, for the parser-drift counts (`drift.rs`);
+    /// `None` counts nothing.
+    pub drift: Option<DriftNote>,
 }
 
 /// The answer to `ingest`, given once the message is committed.

@@ -40,6 +40,7 @@ fn message(key: &str, transactions: Vec<Transaction>) -> NewMessage {
         plugin: (!transactions.is_empty()).then(|| "venmo".to_owned()),
         reason: None,
         transactions,
+        drift: None,
     }
 }
 
