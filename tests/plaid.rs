@@ -169,22 +169,37 @@ async fn alerts_trigger_one_shared_fetch_and_are_never_inserted() {
 
 #[tokio::test]
 async fn the_fetch_interval_holds_across_a_restart() {
-    let fake = fake();
+    // A longer interval than the other tests', so the restart surely happens inside it.
+    let fake = FakeLunchMoney::seeded()
+        .plaid_fetch_cooldown(Duration::from_millis(1900))
+        .start();
     let dir = tempfile::tempdir().unwrap();
-    let settings = plaid_settings(dir.path(), Some(&fake));
+    let with_interval = |dir: &std::path::Path| {
+        let mut settings = plaid_settings(dir, Some(&fake));
+        settings.lunchmoney.plaid_fetch_interval_secs = 2;
+        settings
+    };
+    let settings = with_interval(dir.path());
     let app = spawn_in(dir, settings);
     post_alert(&app, "c1", "card").await;
     wait_outbox(&app, |r| r["counts"]["fetched"] == 1).await;
+    let fetched_at = std::time::Instant::now();
     let first = fake.requests_to(FETCH_V2).len();
     assert_eq!(first, 1);
     let dir = app.stop().await;
 
     // Straight back up: a new alert within the interval waits for the window, it is not
     // fetched at once (which the fake would answer with 425).
-    let settings = plaid_settings(dir.path(), Some(&fake));
+    let settings = with_interval(dir.path());
     let app = spawn_in(dir, settings);
     post_alert(&app, "c2", "card").await;
     post_alert(&app, "c3", "card").await;
+    let waiting = outbox(&app).await;
+    assert!(
+        fetched_at.elapsed() < Duration::from_millis(1500),
+        "the restart took too long for this test to prove anything"
+    );
+    assert_eq!(waiting["counts"]["fetched"], 1, "{waiting:#}");
     let report = wait_outbox(&app, |r| r["counts"]["fetched"] == 3).await;
     assert_eq!(report["counts"]["pending"], 0);
     let answers = fetch_answers(&fake, FETCH_V2);
@@ -257,6 +272,25 @@ async fn v1_fetches_with_the_account_in_the_body() {
         requests[0].json(),
         Some(json!({"plaid_account_id": seed::PLAID_CARD}))
     );
+    assert!(fake.transactions().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_fetch_is_retried_after_retry_after() {
+    let fake = fake();
+    fake.throttle_next(1, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = plaid_settings(dir.path(), Some(&fake));
+    let app = spawn_in(dir, settings);
+    post_alert(&app, "c1", "card").await;
+    let report = wait_outbox(&app, |r| r["counts"]["fetched"] == 1).await;
+    assert_eq!(report["counts"]["dead"], 0);
+    let statuses: Vec<Outcome> = fetch_answers(&fake, FETCH_V2)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(statuses, vec![Outcome::Status(429), Outcome::Status(202)]);
     assert!(fake.transactions().is_empty());
     app.stop().await;
 }
