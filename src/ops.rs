@@ -227,6 +227,52 @@ fn parse_stored(registry: &Registry, message: &StoredMessage) -> (MessageStatus,
     }
 }
 
+/// Every `plaid_account_id` configured must name an account linked through Plaid: otherwise
+/// each alert of the source would end in the dead letter.
+async fn check_plaid_links(
+    settings: &Settings,
+    registry: &Registry,
+    client: &Client,
+    limiter: &RateLimiter,
+    say: &mut impl FnMut(&'static str, String),
+) {
+    let mut wanted: Vec<(String, i64)> = Vec::new();
+    for source in registry.ids() {
+        let mapping = settings.lunchmoney.mapping(source);
+        let ids = mapping
+            .plaid_account_id
+            .into_iter()
+            .chain(mapping.plaid_accounts.values().copied());
+        wanted.extend(ids.map(|id| (source.to_owned(), id)));
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    limiter.acquire().await;
+    let linked = match client.plaid_accounts().await {
+        Ok(linked) => linked,
+        Err(e) => {
+            say("error", format!("cannot list Plaid accounts: {e}"));
+            return;
+        }
+    };
+    for (source, id) in wanted {
+        match linked.iter().find(|a| a.id == id) {
+            Some(account) => say(
+                "ok",
+                format!(
+                    "source {source}: alerts trigger a Plaid fetch of {:?} (id {id})",
+                    account.name
+                ),
+            ),
+            None => say(
+                "error",
+                format!("source {source}: no Plaid account with id {id} (plaid_account_id)"),
+            ),
+        }
+    }
+}
+
 /// One finding of `check`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
@@ -292,6 +338,7 @@ pub async fn check_lunchmoney(
         .await
         .map(|t| t.into_iter().map(|t| t.name.to_lowercase()).collect())
         .unwrap_or_default();
+    check_plaid_links(settings, registry, &client, &limiter, &mut say).await;
     for source in registry.ids() {
         let mapping = settings.lunchmoney.mapping(source);
         if mapping.account.is_none() && mapping.category.is_none() && mapping.tags.is_empty() {

@@ -294,3 +294,42 @@ async fn a_throttled_fetch_is_retried_after_retry_after() {
     assert!(fake.transactions().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn check_reports_plaid_ids_that_lunch_money_does_not_know() {
+    let fake = fake();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = plaid_settings(dir.path(), Some(&fake));
+    settings
+        .lunchmoney
+        .sources
+        .get_mut("plaidbank")
+        .unwrap()
+        .plaid_accounts
+        .insert("closed".into(), 999);
+    let app = spawn_in(dir, settings);
+    let check: Value = app
+        .client
+        .get(app.url("/admin/check"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let findings = check["findings"].to_string();
+    assert!(
+        findings.contains(&format!(
+            "Plaid fetch of \\\"Chase Sapphire\\\" (id {})",
+            seed::PLAID_CARD
+        )),
+        "{check:#}"
+    );
+    assert!(
+        findings.contains("no Plaid account with id 999"),
+        "{check:#}"
+    );
+    assert_eq!(check["ok"], false);
+    app.stop().await;
+}

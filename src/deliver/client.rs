@@ -238,6 +238,13 @@ impl Client {
         Ok(named_list(body.get(key).unwrap_or(&body)))
     }
 
+    /// Accounts linked through Plaid (`GET /v2/plaid_accounts`, `/v1/plaid_accounts`).
+    pub async fn plaid_accounts(&self) -> Result<Vec<Named>, ApiError> {
+        let path = format!("/{}/plaid_accounts", self.version());
+        let body = self.send(reqwest::Method::GET, &path, None).await?;
+        Ok(named_list(body.get("plaid_accounts").unwrap_or(&body)))
+    }
+
     pub async fn categories(&self) -> Result<Vec<Named>, ApiError> {
         let body = self
             .send(
