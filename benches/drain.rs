@@ -510,6 +510,7 @@ fn message(m: usize) -> NewMessage {
         transactions: (m * PER_MESSAGE..(m + 1) * PER_MESSAGE)
             .map(transaction)
             .collect(),
+        drift: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `lm-ingest serve`, `parse`, `inspect`, `messages` and `check`.
+//! The command line: `lm-ingest serve`, `parse`, `inspect`, `messages`, `check`, the outbox
+//! commands and `fixture add`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,11 @@ pub enum Command {
         #[arg(long = "id")]
         ids: Vec<i64>,
     },
+    /// Golden fixtures: `fixture add` turns a real email that failed into a redacted fixture.
+    Fixture {
+        #[command(subcommand)]
+        action: FixtureCommand,
+    },
     /// Run today's parsers over stored raw input and queue what is new or changed.
     Reparse {
         #[arg(long)]
@@ -102,6 +108,36 @@ pub enum Command {
         /// Show the differences without changing anything.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixtureCommand {
+    /// Write FILE, with personal data redacted, as `<dir>/<plugin>/<name>.eml` plus the
+    /// `.expected.json` of its current parse, for writing or fixing a rule.
+    Add {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An RFC 822 message (`lm-ingest messages --id N --raw` prints a stored one); `-` reads
+        /// standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Redact personal data (required: a real email is never written as it is).
+        #[arg(long)]
+        redact: bool,
+        /// A word to redact wherever it appears (a name, a street); repeatable.
+        #[arg(long = "redact-word", value_name = "WORD")]
+        redact_words: Vec<String>,
+        /// The fixture folder's plugin. Default: the plugin that claims the message, else
+        /// `unsorted`.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// The fixture's file name without extension. Default: from the subject.
+        #[arg(long)]
+        name: Option<String>,
+        /// The fixtures folder.
+        #[arg(long, default_value = "fixtures")]
+        dir: PathBuf,
     },
 }
 
@@ -124,6 +160,40 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => reparse(config.as_deref(), since, plugin.as_deref(), dry_run),
         Command::Inspect { file } => inspect(&file),
+        Command::Fixture {
+            action:
+                FixtureCommand::Add {
+                    config,
+                    file,
+                    redact,
+                    redact_words,
+                    plugin,
+                    name,
+                    dir,
+                },
+        } => {
+            if !redact {
+                eprintln!("lm-ingest: pass --redact: a real email is never written as a fixture unredacted");
+                return ExitCode::from(2);
+            }
+            let request = FixtureRequest {
+                file: &file,
+                words: redact_words,
+                plugin,
+                name,
+                dir: &dir,
+            };
+            match add_fixture(config.as_deref(), request) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lm-ingest: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Messages {
             config,
             status,
@@ -521,4 +591,143 @@ fn messages(
         return fail(e.to_string());
     }
     ExitCode::SUCCESS
+}
+
+struct FixtureRequest<'a> {
+    file: &'a Path,
+    words: Vec<String>,
+    plugin: Option<String>,
+    name: Option<String>,
+    dir: &'a Path,
+}
+
+/// `fixture add`: redacts, writes the `.eml` and its `.expected.json` (never over existing
+/// files), and says what to do next.
+fn add_fixture(config: Option<&Path>, request: FixtureRequest<'_>) -> Result<String, String> {
+    let registry = load_registry(config)?;
+    let raw = read_input(request.file)
+        .map_err(|e| format!("cannot read {}: {e}", request.file.display()))?;
+    let before = registry.parse_email(&raw);
+    let options = crate::redact::Options {
+        words: request.words,
+    };
+    let redacted = crate::redact::redact_email(&raw, &options).map_err(|e| e.to_string())?;
+    let after = registry.parse_email(&redacted.raw);
+    let plugin = request
+        .plugin
+        .or_else(|| after.plugin.clone())
+        .or_else(|| before.plugin.clone())
+        .unwrap_or_else(|| "unsorted".to_owned());
+    if !is_slug(&plugin) {
+        return Err(format!(
+            "--plugin {plugin:?}: use lowercase letters, digits, - and _"
+        ));
+    }
+    let name = match request.name {
+        Some(name) if is_slug(&name) => name,
+        Some(name) => {
+            return Err(format!(
+                "--name {name:?}: use lowercase letters, digits, - and _"
+            ))
+        }
+        None => {
+            let subject = Email::parse(&redacted.raw)
+                .map(|e| e.envelope.subject)
+                .unwrap_or_default();
+            slug(&subject)
+        }
+    };
+    let folder = request.dir.join(&plugin);
+    let eml = folder.join(format!("{name}.eml"));
+    let expected = folder.join(format!("{name}.expected.json"));
+    for path in [&eml, &expected] {
+        if path.exists() {
+            return Err(format!("{} exists; choose another --name", path.display()));
+        }
+    }
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let outcome = serde_json::to_string_pretty(&after).map_err(|e| e.to_string())? + "\n";
+    write_new(&eml, &redacted.raw)?;
+    write_new(&expected, outcome.as_bytes())?;
+    let status = |o: &Outcome| {
+        serde_json::to_value(o.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut message = format!(
+        "wrote {} and {} (status {}{})\nredacted: addresses outside {}, recipients and forwarders, message ids, long numbers (last 4 kept){}",
+        eml.display(),
+        expected.display(),
+        status(&after),
+        after
+            .plugin
+            .as_deref()
+            .map(|p| format!(", plugin {p}"))
+            .unwrap_or_default(),
+        redacted.sender_domain,
+        if redacted.words.is_empty() {
+            String::new()
+        } else {
+            format!(", words: {}", redacted.words.join(", "))
+        },
+    );
+    if (before.status, &before.plugin) != (after.status, &after.plugin) {
+        message.push_str(&format!(
+            "\nwarning: the original parsed as {} ({}); the redacted copy as {}: redaction touched something the rules read",
+            status(&before),
+            before.plugin.as_deref().unwrap_or("no plugin"),
+            status(&after)
+        ));
+    }
+    message.push_str(&format!(
+        "\nnext:\n  1. read {} for personal data the rules could not know (names in the text: --redact-word)\n  2. write or fix the rule in parsers/{plugin}.toml (docs/rule-files.md; `lm-ingest inspect {}` shows what rules see)\n  3. `lm-ingest parse {}` until it says what the email says, then put that outcome in {}\n  4. `cargo test --test fixtures`",
+        eml.display(),
+        eml.display(),
+        eml.display(),
+        expected.display(),
+    ));
+    Ok(message)
+}
+
+/// Creates `path` with `bytes`; an existing file is an error, never overwritten.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn is_slug(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 80
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// A file name from a subject: lowercase words joined by `-`, at most 60 characters.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for word in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if out.len() + word.len() + 1 > 60 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&word.to_ascii_lowercase());
+    }
+    if out.is_empty() {
+        "message".to_owned()
+    } else {
+        out
+    }
 }

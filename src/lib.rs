@@ -8,6 +8,7 @@ pub mod message;
 pub mod money;
 pub mod ops;
 pub mod parse;
+pub mod redact;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -18,8 +18,8 @@ use crate::transaction::Transaction;
 /// How many dead letters and pending transactions the report lists.
 const LISTED: usize = 50;
 
-/// The outbox at a glance: counts by state, the oldest pending, the last error, and (in a dry
-/// run) what would be posted.
+/// The outbox at a glance: counts by state, the oldest pending, the last error, (in a dry run)
+/// what would be posted, Plaid fetch windows, and the parser-drift counts per sender.
 pub fn outbox_report(
     store: &Store,
     settings: &Settings,
@@ -36,6 +36,16 @@ pub fn outbox_report(
         .into_iter()
         .map(|t| {
             let mapping = settings.lunchmoney.mapping(&t.transaction.plugin);
+            if let Some(plaid) = mapping.plaid_target(t.transaction.account.as_deref()) {
+                return json!({
+                    "id": t.id,
+                    "attempts": t.attempts,
+                    "next_attempt_at": t.next_attempt_at,
+                    "error": t.last_error,
+                    "external_id": t.transaction.external_id,
+                    "would_fetch_plaid_account": plaid,
+                });
+            }
             json!({
                 "id": t.id,
                 "attempts": t.attempts,
@@ -55,15 +65,26 @@ pub fn outbox_report(
             })
         })
         .collect();
+    let fetched: Vec<Value> = store
+        .transactions_in_state("fetched", LISTED)?
+        .into_iter()
+        .map(|t| {
+            let mapping = settings.lunchmoney.mapping(&t.transaction.plugin);
+            json!({"id": t.id, "external_id": t.transaction.external_id, "at": t.updated_at, "plaid_account": mapping.plaid_target(t.transaction.account.as_deref())})
+        })
+        .collect();
     Ok(json!({
         "dry_run": settings.dry_run(),
-        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "claimed": summary.claimed},
+        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "fetched": summary.fetched, "claimed": summary.claimed},
         "oldest_pending": summary.oldest_pending,
         "next_attempt": summary.next_attempt,
         "last_error": summary.last_error.map(|(id, at, error)| json!({"transaction": id, "at": at, "error": error})),
         "sources_without_account": deliver::sources_without_account(&settings.lunchmoney, registry),
         "pending": pending,
         "dead": dead,
+        "fetched": fetched,
+        "plaid_fetches": store.plaid_fetches()?,
+        "parse_drift": store.drift_counts()?,
     }))
 }
 
@@ -149,7 +170,7 @@ pub async fn reparse(
             match store.transaction_by_external_id(&tx.external_id)? {
                 None => entry.new.push(tx.external_id.clone()),
                 Some(stored) if same(&stored.transaction, tx) => entry.unchanged += 1,
-                Some(stored) if stored.state == "delivered" => entry.changed_delivered.push(tx.external_id.clone()),
+                Some(stored) if stored.state == "delivered" || stored.state == "fetched" => entry.changed_delivered.push(tx.external_id.clone()),
                 Some(stored) => entry.updated.push(json!({"external_id": tx.external_id, "before": stored.transaction, "after": tx})),
             }
         }
@@ -203,6 +224,52 @@ fn parse_stored(registry: &Registry, message: &StoredMessage) -> (MessageStatus,
             (MessageStatus::from_outcome(outcome.status), outcome)
         }
         Err(malformed) => (MessageStatus::Rejected, Outcome::error(None, malformed.0)),
+    }
+}
+
+/// Every `plaid_account_id` configured must name an account linked through Plaid: otherwise
+/// each alert of the source would end in the dead letter.
+async fn check_plaid_links(
+    settings: &Settings,
+    registry: &Registry,
+    client: &Client,
+    limiter: &RateLimiter,
+    say: &mut impl FnMut(&'static str, String),
+) {
+    let mut wanted: Vec<(String, i64)> = Vec::new();
+    for source in registry.ids() {
+        let mapping = settings.lunchmoney.mapping(source);
+        let ids = mapping
+            .plaid_account_id
+            .into_iter()
+            .chain(mapping.plaid_accounts.values().copied());
+        wanted.extend(ids.map(|id| (source.to_owned(), id)));
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    limiter.acquire().await;
+    let linked = match client.plaid_accounts().await {
+        Ok(linked) => linked,
+        Err(e) => {
+            say("error", format!("cannot list Plaid accounts: {e}"));
+            return;
+        }
+    };
+    for (source, id) in wanted {
+        match linked.iter().find(|a| a.id == id) {
+            Some(account) => say(
+                "ok",
+                format!(
+                    "source {source}: alerts trigger a Plaid fetch of {:?} (id {id})",
+                    account.name
+                ),
+            ),
+            None => say(
+                "error",
+                format!("source {source}: no Plaid account with id {id} (plaid_account_id)"),
+            ),
+        }
     }
 }
 
@@ -271,6 +338,7 @@ pub async fn check_lunchmoney(
         .await
         .map(|t| t.into_iter().map(|t| t.name.to_lowercase()).collect())
         .unwrap_or_default();
+    check_plaid_links(settings, registry, &client, &limiter, &mut say).await;
     for source in registry.ids() {
         let mapping = settings.lunchmoney.mapping(source);
         if mapping.account.is_none() && mapping.category.is_none() && mapping.tags.is_empty() {

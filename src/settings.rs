@@ -278,6 +278,9 @@ pub struct LunchMoneySettings {
     pub timeout_secs: u64,
     /// Longest wait between retries of a failing transaction.
     pub max_backoff_secs: u64,
+    /// Shortest time between two Plaid fetches of one account (`plaid_account_id` sources).
+    /// Lunch Money answers 425 to a second fetch within a minute, so at least 60.
+    pub plaid_fetch_interval_secs: u64,
     /// Mapping for sources with no entry of their own in `sources`.
     pub defaults: SourceMapping,
     /// Mapping per source (plugin id): where its transactions go in Lunch Money.
@@ -294,6 +297,7 @@ impl Default for LunchMoneySettings {
             batch_size: 500,
             timeout_secs: 30,
             max_backoff_secs: 900,
+            plaid_fetch_interval_secs: 60,
             defaults: SourceMapping::default(),
             sources: BTreeMap::new(),
         }
@@ -334,6 +338,9 @@ impl LunchMoneySettings {
             apply_rules: own.and_then(|m| m.apply_rules).or(d.apply_rules),
             skip_duplicates: own.and_then(|m| m.skip_duplicates).or(d.skip_duplicates),
             update_balance: own.and_then(|m| m.update_balance).or(d.update_balance),
+            // A Plaid link belongs to one source's bank: never inherited from `defaults`.
+            plaid_account_id: own.and_then(|m| m.plaid_account_id),
+            plaid_accounts: own.map(|m| m.plaid_accounts.clone()).unwrap_or_default(),
         }
     }
 }
@@ -367,6 +374,28 @@ pub struct SourceMapping {
     /// account's balance to the newest one after each delivery. Best effort: a failed update is
     /// logged and the next transaction's balance tries again.
     pub update_balance: Option<bool>,
+    /// The source's bank account is linked in Lunch Money through Plaid (this is its
+    /// `plaid_account_id`): its transactions are not inserted (Plaid brings them, and an insert
+    /// would be a duplicate); each alert instead triggers a Plaid fetch of the account, at most
+    /// once per `plaid_fetch_interval_secs`, and the transaction is kept as `fetched`.
+    pub plaid_account_id: Option<i64>,
+    /// The same per own account id of the source (banks with several accounts), e.g.
+    /// `acc_00009 = 2001`. An own account listed in `accounts` is inserted as usual.
+    pub plaid_accounts: BTreeMap<String, i64>,
+}
+
+impl SourceMapping {
+    /// The Plaid account to fetch instead of inserting a transaction of the source's own
+    /// account `own_account`, if the source (or that account) is linked through Plaid.
+    pub fn plaid_target(&self, own_account: Option<&str>) -> Option<i64> {
+        match own_account {
+            Some(own) if self.plaid_accounts.contains_key(own) => {
+                self.plaid_accounts.get(own).copied()
+            }
+            Some(own) if self.accounts.contains_key(own) => None,
+            _ => self.plaid_account_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -476,6 +505,13 @@ impl Settings {
                 "must be at least 1".into(),
             );
         }
+        if lm.plaid_fetch_interval_secs < 60 {
+            return bad(
+                "lunchmoney.plaid_fetch_interval_secs",
+                "must be at least 60: Lunch Money allows one Plaid fetch a minute per account"
+                    .into(),
+            );
+        }
         if !self.admin.token.is_empty() && self.admin.token.expose().len() < 16 {
             return bad("admin.token", "must be at least 16 characters".into());
         }
@@ -533,6 +569,39 @@ mod tests {
         );
         assert_eq!(settings.lunchmoney.mapping("other").account, None);
         assert_eq!(settings.lunchmoney.base_url(), "https://api.lunchmoney.dev");
+    }
+
+    #[test]
+    fn plaid_links_per_source_and_per_own_account() {
+        let settings: Settings = toml::from_str(
+            r#"
+            [lunchmoney.defaults]
+            account = "Cash"
+            [lunchmoney.sources.chase]
+            plaid_account_id = 7
+            [lunchmoney.sources.monzo]
+            accounts = { chk = "Monzo Current" }
+            plaid_accounts = { joint = 8 }
+            "#,
+        )
+        .unwrap();
+        let chase = settings.lunchmoney.mapping("chase");
+        assert_eq!(chase.plaid_target(None), Some(7));
+        assert_eq!(chase.plaid_target(Some("anything")), Some(7));
+        let monzo = settings.lunchmoney.mapping("monzo");
+        assert_eq!(monzo.plaid_target(Some("joint")), Some(8));
+        assert_eq!(monzo.plaid_target(Some("chk")), None);
+        assert_eq!(monzo.plaid_target(None), None);
+        assert_eq!(
+            settings.lunchmoney.mapping("venmo").plaid_target(None),
+            None
+        );
+        let mut too_often = settings.clone();
+        too_often.lunchmoney.plaid_fetch_interval_secs = 30;
+        assert!(matches!(
+            too_often.validate(),
+            Err(SettingsError::Value { key, .. }) if key == "lunchmoney.plaid_fetch_interval_secs"
+        ));
     }
 
     #[test]

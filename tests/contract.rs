@@ -154,21 +154,29 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
             .await,
     );
 
+    // A Plaid-linked source's alert: a fetch of the account instead of an insert (202, no body).
+    expect_valid(
+        "POST /v2/plaid_accounts/fetch?id=N",
+        client.plaid_fetch(119807).await,
+    );
+
     // The lookups and the token check.
     expect_valid("GET /v2/me", client.me().await);
     let accounts = expect_valid("GET /v2/manual_accounts", client.accounts().await);
     let categories = expect_valid("GET /v2/categories", client.categories().await);
     let tags = expect_valid("GET /v2/tags", client.tags().await);
+    let plaid = expect_valid("GET /v2/plaid_accounts", client.plaid_accounts().await);
     let created = expect_valid("POST /v2/tags", client.create_tag("lm-ingest").await);
     eprintln!(
-        "spec examples read: {} accounts, {} categories, {} tags, created tag id {}",
+        "spec examples read: {} accounts, {} plaid accounts, {} categories, {} tags, created tag id {}",
         accounts.len(),
+        plaid.len(),
         categories.len(),
         tags.len(),
         created.id
     );
     assert!(
-        !accounts.is_empty() && !categories.is_empty() && !tags.is_empty(),
+        !accounts.is_empty() && !plaid.is_empty() && !categories.is_empty() && !tags.is_empty(),
         "the spec's examples carry items; reading none means the client misreads the answer shape"
     );
 }

@@ -18,6 +18,8 @@ use crate::transaction::Transaction;
 /// v1's documented limits; v2 takes the same text, so both are cut to fit rather than refused.
 const MAX_PAYEE: usize = 140;
 const MAX_NOTES: usize = 350;
+/// Lunch Money's answer to a Plaid fetch within a minute of the last one.
+pub const TOO_EARLY: u16 = 425;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -185,6 +187,37 @@ impl Client {
             .map(drop)
     }
 
+    /// Asks Lunch Money to fetch a Plaid-linked account's latest transactions from the bank:
+    /// v2 `POST /v2/plaid_accounts/fetch?id=N` (202, or 425 within a minute of the last one),
+    /// v1 `POST /v1/plaid_accounts/fetch` with `{"plaid_account_id": N}` (`true`, or `false` when
+    /// the account is not eligible yet, which is reported as the same 425 "too early").
+    pub async fn plaid_fetch(&self, plaid_account_id: i64) -> Result<(), ApiError> {
+        let answer = match self.api {
+            ApiVersion::V2 => {
+                let path = format!("/v2/plaid_accounts/fetch?id={plaid_account_id}");
+                self.send(reqwest::Method::POST, &path, None).await?
+            }
+            ApiVersion::V1 => {
+                let body = json!({ "plaid_account_id": plaid_account_id });
+                self.send(
+                    reqwest::Method::POST,
+                    "/v1/plaid_accounts/fetch",
+                    Some(body),
+                )
+                .await?
+            }
+        };
+        if answer == Value::Bool(false) {
+            return Err(http_error(
+                TOO_EARLY,
+                "the account is not eligible for a fetch yet".into(),
+                None,
+                &Value::Null,
+            ));
+        }
+        Ok(())
+    }
+
     /// The token's user (`GET /v2/me`, `/v1/me`): proves the token works.
     pub async fn me(&self) -> Result<Value, ApiError> {
         self.send(
@@ -203,6 +236,13 @@ impl Client {
         };
         let body = self.send(reqwest::Method::GET, path, None).await?;
         Ok(named_list(body.get(key).unwrap_or(&body)))
+    }
+
+    /// Accounts linked through Plaid (`GET /v2/plaid_accounts`, `/v1/plaid_accounts`).
+    pub async fn plaid_accounts(&self) -> Result<Vec<Named>, ApiError> {
+        let path = format!("/{}/plaid_accounts", self.version());
+        let body = self.send(reqwest::Method::GET, &path, None).await?;
+        Ok(named_list(body.get("plaid_accounts").unwrap_or(&body)))
     }
 
     pub async fn categories(&self) -> Result<Vec<Named>, ApiError> {
@@ -278,6 +318,10 @@ impl Client {
             .map_err(|e| ApiError::Network(describe(&e)))?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
+            // 202 Accepted (a queued Plaid fetch) has no body.
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
             let json =
                 json.ok_or_else(|| ApiError::Protocol(format!("not JSON: {}", excerpt(&text))))?;
             // v1 reports some errors with a 200 and an `error` member.

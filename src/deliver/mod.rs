@@ -19,7 +19,10 @@ pub fn sources_without_account(settings: &LunchMoneySettings, registry: &Registr
         .ids()
         .filter(|id| {
             let mapping = settings.mapping(id);
-            mapping.account.is_none() && mapping.accounts.is_empty()
+            mapping.account.is_none()
+                && mapping.accounts.is_empty()
+                && mapping.plaid_account_id.is_none()
+                && mapping.plaid_accounts.is_empty()
         })
         .map(str::to_owned)
         .collect()

@@ -12,6 +12,13 @@
 //!   and reports it in `skipped_duplicates`, which counts as delivered.
 //! - A transaction Lunch Money already has (its id is known) and that changed since (a bank's
 //!   pending transaction settling) is sent as an update (PUT), never inserted again.
+//! - A source whose bank account is linked in Lunch Money through Plaid (`plaid_account_id`) is
+//!   never inserted, which would duplicate what Plaid imports: its transactions trigger a Plaid
+//!   fetch of the account instead and end `fetched`. Lunch Money allows one fetch a minute per
+//!   account, so every alert due in one round shares one fetch, and alerts arriving within the
+//!   interval wait for its end (the window is in the store, so a restart respects it too) and
+//!   then share the next one. A 425 ("too early") waits another interval without counting as a
+//!   failure; other errors follow the usual retry decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,12 +29,12 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use tokio::sync::watch;
 
-use super::client::{ApiError, Batch, Client, ItemResult, Outgoing};
+use super::client::{ApiError, Batch, Client, ItemResult, Outgoing, TOO_EARLY};
 use super::limiter::RateLimiter;
 use super::mapping::Resolver;
 use super::retry::{backoff, decide, Decision, Jitter};
 use crate::settings::{LunchMoneySettings, SourceMapping};
-use crate::store::{Claimed, Store};
+use crate::store::{Claimed, FetchSlot, Store};
 
 /// How long a claim holds. Far longer than one delivery round takes, so only a crash lets a
 /// claim expire.
@@ -137,6 +144,24 @@ impl Outbox {
         let mut sources = by_source.into_iter();
         while let Some((source, claims)) = sources.next() {
             let mapping = self.settings.mapping(&source);
+            let (fetches, claims): (Vec<Claimed>, Vec<Claimed>) =
+                claims.into_iter().partition(|c| {
+                    mapping
+                        .plaid_target(c.transaction.account.as_deref())
+                        .is_some()
+                });
+            if !fetches.is_empty() && self.fetch_plaid(&mapping, fetches, stop).await.is_err() {
+                let unsent: Vec<i64> = claims
+                    .into_iter()
+                    .chain(sources.flat_map(|(_, claims)| claims))
+                    .map(|c| c.id)
+                    .collect();
+                self.release(unsent).await;
+                return Err(Stopped);
+            }
+            if claims.is_empty() {
+                continue;
+            }
             let Some(rows) = self.resolve(&source, &mapping, claims).await else {
                 continue;
             };
@@ -171,6 +196,119 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Claimed transactions of a Plaid-linked source: one fetch per Plaid account for all of
+    /// them, if the account's window allows one now; otherwise they wait for the window's end.
+    async fn fetch_plaid(
+        &self,
+        mapping: &SourceMapping,
+        claims: Vec<Claimed>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut by_account: BTreeMap<i64, Vec<Claimed>> = BTreeMap::new();
+        for c in claims {
+            if let Some(account) = mapping.plaid_target(c.transaction.account.as_deref()) {
+                by_account.entry(account).or_default().push(c);
+            }
+        }
+        let interval = Duration::from_secs(self.settings.plaid_fetch_interval_secs);
+        let mut accounts = by_account.into_iter();
+        while let Some((account, claims)) = accounts.next() {
+            let ids: Vec<i64> = claims.iter().map(|c| c.id).collect();
+            let attempts = claims.iter().map(|c| c.attempts).max().unwrap_or(0);
+            match self
+                .store
+                .reserve_plaid_fetch(account, Utc::now(), interval)
+                .await
+            {
+                Ok(FetchSlot::Granted) => {}
+                Ok(FetchSlot::NotBefore(when)) => {
+                    tracing::info!(plaid_account = account, transactions = ids.len(), not_before = %when, "outbox: Plaid account fetched recently; its alerts share the next fetch");
+                    if let Err(e) = self.store.defer(ids, when).await {
+                        tracing::error!(error = %e, "outbox: cannot defer transactions");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot record a Plaid fetch; will retry");
+                    self.retry_later(ids, e.to_string(), attempts, None).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = self.limiter.acquire() => {}
+                _ = stop.changed() => {
+                    let unsent = ids.into_iter().chain(accounts.flat_map(|(_, c)| c).map(|c| c.id));
+                    self.release(unsent.collect()).await;
+                    return Err(Stopped);
+                }
+            }
+            let error = match self.client.plaid_fetch(account).await {
+                Ok(()) => {
+                    self.plaid_outcome(account, "accepted", None).await;
+                    match self.store.mark_fetched(ids).await {
+                        Ok(()) => tracing::info!(
+                            plaid_account = account,
+                            transactions = claims.len(),
+                            "outbox: Plaid fetch triggered instead of inserting"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox: fetch triggered but could not record it")
+                        }
+                    }
+                    continue;
+                }
+                Err(error) => error,
+            };
+            match &error {
+                // Fetched within the minute by someone else (the app, another client): try
+                // again when the minute is over. Not a failure of these transactions.
+                ApiError::Http { status, .. } if *status == TOO_EARLY => {
+                    let when = Utc::now()
+                        + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+                    tracing::info!(plaid_account = account, not_before = %when, "outbox: Lunch Money says too early for a Plaid fetch; waiting");
+                    self.plaid_outcome(account, "too early", Some(when)).await;
+                    if let Err(e) = self.store.defer(ids, when).await {
+                        tracing::error!(error = %e, "outbox: cannot defer transactions");
+                    }
+                }
+                _ => {
+                    self.plaid_outcome(account, &error.to_string(), None).await;
+                    match decide(&error) {
+                        Decision::Retry { after } => {
+                            if let Some(after) = after {
+                                self.limiter.pause(after);
+                            }
+                            tracing::warn!(plaid_account = account, error = %error, "outbox: Plaid fetch failed; will retry");
+                            self.retry_later(ids, error.to_string(), attempts, after)
+                                .await;
+                        }
+                        Decision::Permanent => {
+                            let why = format!("Plaid fetch of account {account}: {error}");
+                            self.dead(ids.into_iter().map(|id| (id, why.clone())).collect())
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn plaid_outcome(
+        &self,
+        account: i64,
+        outcome: &str,
+        not_before: Option<chrono::DateTime<Utc>>,
+    ) {
+        if let Err(e) = self
+            .store
+            .record_plaid_outcome(account, outcome.to_owned(), not_before)
+            .await
+        {
+            tracing::warn!(error = %e, "outbox: cannot record a Plaid fetch's answer");
+        }
     }
 
     /// Resolves a source's transactions; on failure they wait (the mapping may be fixed).

@@ -134,7 +134,10 @@ impl RuleSet {
                 find(f, input, &mut captures);
             }
             return match self.build(template, &captures, sent) {
-                Ok(tx) => Outcome::parsed(&self.id, vec![tx]),
+                Ok(tx) => Outcome {
+                    missing_fields: missing_fields(template, &captures),
+                    ..Outcome::parsed(&self.id, vec![tx])
+                },
                 Err(why) => {
                     Outcome::error(Some(&self.id), format!("template {}: {why}", template.name))
                 }
@@ -381,6 +384,34 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
     }
     let out = normalize_space(&out);
     (!out.is_empty()).then_some(out)
+}
+
+/// The fields `template` declares with a slot none of whose captures was found (or found empty):
+/// such a field fell back to its default or was left out.
+fn missing_fields(template: &Template, captures: &Captures) -> Vec<String> {
+    let f = &template.fields;
+    let declared = [
+        ("currency", &f.currency),
+        ("date", &f.date),
+        ("payee", &f.payee),
+        ("notes", &f.notes),
+        ("id", &f.id),
+        ("account", &f.account),
+        ("balance", &f.balance),
+    ];
+    let unfilled = |segments: &[Segment]| {
+        segments.iter().any(|segment| match segment {
+            Segment::Slot(names, _) => !names
+                .iter()
+                .any(|n| captures.get(n).is_some_and(|v| !v.is_empty())),
+            Segment::Literal(_) => false,
+        })
+    };
+    declared
+        .into_iter()
+        .filter(|(_, segments)| segments.as_deref().is_some_and(unfilled))
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 fn fill_opt(segments: &Option<Vec<Segment>>, captures: &Captures) -> Option<String> {

@@ -64,6 +64,11 @@ pub struct Outcome {
     pub plugin: Option<String>,
     pub reason: Option<String>,
     pub transactions: Vec<Transaction>,
+    /// Fields the matching template declares but found no capture for (they fell back to a
+    /// default or were left out): how a change in a sender's template first shows. Counted per
+    /// sender in the store (parser drift); not part of the printed outcome.
+    #[serde(skip)]
+    pub missing_fields: Vec<String>,
 }
 
 impl Outcome {
@@ -73,6 +78,7 @@ impl Outcome {
             plugin: Some(plugin.to_owned()),
             reason: None,
             transactions,
+            missing_fields: Vec::new(),
         }
     }
 
@@ -82,6 +88,7 @@ impl Outcome {
             plugin: Some(plugin.to_owned()),
             reason: Some(reason.to_owned()),
             transactions: Vec::new(),
+            missing_fields: Vec::new(),
         }
     }
 
@@ -91,6 +98,7 @@ impl Outcome {
             plugin: plugin.map(str::to_owned),
             reason: Some(reason.into()),
             transactions: Vec::new(),
+            missing_fields: Vec::new(),
         }
     }
 
@@ -100,6 +108,7 @@ impl Outcome {
             plugin: plugin.map(str::to_owned),
             reason: Some(reason.into()),
             transactions: Vec::new(),
+            missing_fields: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::metrics::Metrics;
 use crate::inbound::{body_key, Extracted, Malformed, Payload};
 use crate::parse::{Outcome, Registry};
 use crate::settings::{BodyLimits, MailgunSettings, Settings};
-use crate::store::{MessageStatus, NewMessage, Store};
+use crate::store::{sender_domain, DriftNote, MessageStatus, NewMessage, Store};
 use crate::verify::Verifier;
 
 /// Parsing bodies larger than this moves off the HTTP worker so other requests are not held up.
@@ -66,7 +66,7 @@ impl AppState {
         let body = request.body.clone();
         let source = request.source.clone();
         let work = move || read(&registry, source.as_deref(), &body, extract);
-        let (outcome, dedupe_key, meta) = if request.body.len() > INLINE_PARSE_LIMIT {
+        let (outcome, dedupe_key, meta, sender) = if request.body.len() > INLINE_PARSE_LIMIT {
             actix_web::web::block(work)
                 .await
                 .map_err(|_| ApiError::ShuttingDown)?
@@ -77,9 +77,15 @@ impl AppState {
             Ok(parsed) => MessageStatus::from_outcome(parsed.status),
             Err(_) => MessageStatus::Rejected,
         };
-        let (plugin, reason, transactions) = match outcome {
-            Ok(parsed) => (parsed.plugin, parsed.reason, parsed.transactions),
-            Err(malformed) => (None, Some(malformed.0), Vec::new()),
+        let (plugin, reason, transactions, drift) = match outcome {
+            Ok(parsed) => {
+                let drift = sender.map(|sender| DriftNote {
+                    sender,
+                    missing_fields: parsed.missing_fields,
+                });
+                (parsed.plugin, parsed.reason, parsed.transactions, drift)
+            }
+            Err(malformed) => (None, Some(malformed.0), Vec::new(), None),
         };
         let receipt = self
             .store
@@ -95,6 +101,7 @@ impl AppState {
                 plugin: plugin.clone(),
                 reason: reason.clone(),
                 transactions,
+                drift,
             })
             .await?;
         let label = if receipt.duplicate {
@@ -137,7 +144,13 @@ impl AppState {
     }
 }
 
-type Read = (Result<Outcome, Malformed>, String, serde_json::Value);
+/// The outcome, the dedupe key, the metadata, and the sender for the drift counts.
+type Read = (
+    Result<Outcome, Malformed>,
+    String,
+    serde_json::Value,
+    Option<String>,
+);
 
 /// Extraction and parsing, on whichever thread the caller chose.
 fn read<F>(registry: &Registry, source: Option<&str>, body: &[u8], extract: F) -> Read
@@ -154,10 +167,31 @@ where
                 },
                 (Payload::Webhook(_), None) => Outcome::error(None, "webhook without a plugin"),
             };
-            (Ok(outcome), extracted.dedupe_key, extracted.meta)
+            let sender = drift_sender(&extracted.payload, source);
+            (
+                Ok(outcome),
+                extracted.dedupe_key,
+                extracted.meta,
+                Some(sender),
+            )
         }
         // Unreadable input is still kept (once, by its bytes) so it can be looked at.
-        Err(malformed) => (Err(malformed), body_key(body), json!({})),
+        Err(malformed) => (Err(malformed), body_key(body), json!({}), None),
+    }
+}
+
+/// Who a message's template belongs to, for the drift counts: the domain of the original
+/// sender inside a forward, else of the sender; `hook:<plugin>` for a webhook.
+fn drift_sender(payload: &Payload, source: Option<&str>) -> String {
+    match payload {
+        Payload::Email(email) => {
+            let from = email
+                .original_envelope()
+                .and_then(|e| e.from.as_deref())
+                .or(email.envelope.from.as_deref());
+            sender_domain(from)
+        }
+        Payload::Webhook(_) => format!("hook:{}", source.unwrap_or("unknown")),
     }
 }
 

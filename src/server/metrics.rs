@@ -1,8 +1,11 @@
-//! Prometheus counters: messages by route, plugin and status, refused requests, store size.
+//! Prometheus counters: messages by route, plugin and status, refused requests, store size, and
+//! the parser-drift counts kept in the store.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+
+use crate::store::DriftCount;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -65,6 +68,27 @@ impl Metrics {
     }
 }
 
+/// The store's parser-drift counters (durable, so they survive restarts): unmatched and failed
+/// mail and fields that fell back, per sender domain. The senders are already capped (top N plus
+/// `other`, see `store::drift`), so the label set stays bounded whatever the internet sends.
+pub fn render_drift(counts: &[DriftCount]) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP lm_ingest_parse_drift_total Messages per sender domain that matched no template (unmatched), whose template failed to read a required field (failed), or parsed with a declared field missing (missing_field, by field). Top senders, the rest as \"other\".\n");
+    out.push_str("# TYPE lm_ingest_parse_drift_total counter\n");
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "lm_ingest_parse_drift_total{{sender=\"{}\",plugin=\"{}\",kind=\"{}\",field=\"{}\"}} {}",
+            escape(&c.sender),
+            escape(&c.plugin),
+            escape(&c.kind),
+            escape(&c.field),
+            c.count
+        );
+    }
+    out
+}
+
 /// A poisoned lock only means another thread panicked mid-increment; the counts are still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -99,5 +123,21 @@ mod tests {
             "lm_ingest_requests_refused_total{route=\"mailgun\",reason=\"unauthorized\"} 1\n"
         ));
         assert!(text.contains("lm_ingest_store_bytes 4096\n"));
+    }
+
+    #[test]
+    fn renders_drift_counts() {
+        let text = render_drift(&[DriftCount {
+            sender: "venmo.com".into(),
+            plugin: "venmo".into(),
+            kind: "missing_field".into(),
+            field: "payee".into(),
+            count: 3,
+            last_seen: "2024-03-01T00:00:00.000000Z".into(),
+        }]);
+        assert!(text.contains("# TYPE lm_ingest_parse_drift_total counter\n"));
+        assert!(text.contains(
+            "lm_ingest_parse_drift_total{sender=\"venmo.com\",plugin=\"venmo\",kind=\"missing_field\",field=\"payee\"} 3\n"
+        ));
     }
 }

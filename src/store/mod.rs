@@ -27,7 +27,9 @@
 //! background without waiting for it; nothing acknowledged can be lost either way.
 
 mod checkpoint;
+mod drift;
 mod outbox;
+mod plaid;
 mod schema;
 mod writer;
 
@@ -49,7 +51,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::parse::Status;
 use crate::transaction::Transaction;
 
+pub use drift::{sender_domain, DriftCount, DriftNote};
 pub use outbox::{Claimed, OutboxSummary, ReparseResult};
+pub use plaid::{FetchSlot, PlaidFetch};
 pub use schema::SCHEMA_VERSION;
 use writer::{Counters, Job, Op};
 
@@ -172,6 +176,9 @@ pub struct NewMessage {
     pub reason: Option<String>,
     /// Queued for delivery only when `status` is `Queued`; ignored otherwise.
     pub transactions: Vec<Transaction>,
+    /// The sender and what its template lacked, for the parser-drift counts (`drift.rs`);
+    /// `None` counts nothing.
+    pub drift: Option<DriftNote>,
 }
 
 /// The answer to `ingest`, given once the message is committed.
@@ -214,7 +221,7 @@ pub struct StoredTransaction {
     pub message_id: i64,
     /// With `plugin` restored from its own column.
     pub transaction: Transaction,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `fetched` (a Plaid fetch was triggered instead).
     pub state: String,
     /// Failed delivery attempts (reset to 0 by a replay or a re-parse that revives a dead row).
     pub attempts: i64,

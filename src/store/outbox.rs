@@ -3,7 +3,8 @@
 //!
 //! A row's life: `pending` (due at `next_attempt_at`) → claimed by a worker for a lease
 //! (`claimed_until`) → `delivered`, or back to `pending` with a later `next_attempt_at`
-//! (`mark_retry`), or `dead` (`mark_dead`, the dead letter; `replay` makes it pending again).
+//! (`mark_retry`), or `dead` (`mark_dead`, the dead letter; `replay` makes it pending again), or
+//! `fetched` (a Plaid-linked source: a Plaid fetch was triggered instead of an insert; `plaid.rs`).
 //! A claim is only a lease: when it runs out (the worker died or restarted mid-delivery) the row
 //! is claimable again, so delivery is at least once; Lunch Money's `external_id` dedupe makes a
 //! repeat harmless.
@@ -26,7 +27,7 @@ use super::{
 use crate::transaction::Transaction;
 
 /// The transaction states, as stored.
-const STATES: [&str; 3] = ["pending", "delivered", "dead"];
+const STATES: [&str; 4] = ["pending", "delivered", "dead", "fetched"];
 
 /// A pending transaction leased to the caller by [`Store::claim_pending`].
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,8 @@ pub struct OutboxSummary {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+    /// Settled by a Plaid fetch instead of an insert (sources linked through Plaid).
+    pub fetched: u64,
     /// Pending with an unexpired claim (being delivered right now).
     pub claimed: u64,
     /// `created_at` of the oldest pending transaction, RFC 3339.
@@ -263,7 +266,8 @@ impl Store {
                     WHERE state = 'pending' AND claimed_until > ?1),
                    (SELECT MIN(created_at) FROM transactions WHERE state = 'pending'),
                    (SELECT MIN(next_attempt_at) FROM transactions WHERE state = 'pending'),
-                   e.id, e.updated_at, e.last_error
+                   e.id, e.updated_at, e.last_error,
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'fetched')
                  FROM (SELECT 1)
                  LEFT JOIN (SELECT id, updated_at, last_error FROM transactions
                             WHERE last_error IS NOT NULL
@@ -279,6 +283,7 @@ impl Store {
                     pending: count(0)?,
                     delivered: count(1)?,
                     dead: count(2)?,
+                    fetched: count(9)?,
                     claimed: count(3)?,
                     oldest_pending: row.get(4)?,
                     next_attempt: row.get(5)?,
@@ -288,7 +293,7 @@ impl Store {
         Ok(summary)
     }
 
-    /// Transactions in `state` (`pending`, `delivered` or `dead`; anything else is
+    /// Transactions in `state` (`pending`, `delivered`, `dead` or `fetched`; anything else is
     /// `InvalidArgument`), oldest first (`created_at`, then id), at most `limit`.
     pub fn transactions_in_state(
         &self,
@@ -518,7 +523,7 @@ pub(crate) enum Reconciled {
 /// - delivered with a Lunch Money id: body rewritten and pending again, which the outbox sends as
 ///   an update (PUT) because the id is set: Lunch Money skips a second insert of an
 ///   `external_id`, so a settled or corrected transaction must be an update, never an insert;
-/// - delivered without an id: left as it is.
+/// - delivered without an id, or fetched through Plaid: left as it is.
 pub(crate) fn reconcile(
     conn: &Connection,
     message_id: i64,
@@ -548,7 +553,8 @@ pub(crate) fn reconcile(
         return Ok(Reconciled::Unchanged);
     }
     match (state.as_str(), lunchmoney_id) {
-        ("delivered", None) => Ok(Reconciled::ChangedUnreachable),
+        // Fetched: Lunch Money has it from Plaid, under an id we never learn.
+        ("delivered", None) | ("fetched", _) => Ok(Reconciled::ChangedUnreachable),
         ("pending", _) => {
             conn.prepare_cached(
                 "UPDATE transactions SET body = ?2, plugin = ?3, updated_at = ?4 WHERE id = ?1",

@@ -79,8 +79,62 @@ CREATE INDEX replay_tokens_by_age ON replay_tokens(scope, seen_at);
 CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL);
 "#;
 
+/// Version 2: Plaid-linked sources and parser drift.
+///
+/// - Transactions of a source linked through Plaid are never inserted: the alert triggers a Plaid
+///   fetch and the row ends `fetched`. SQLite cannot change a CHECK constraint in place, so the
+///   transactions table is rebuilt with the wider state list (nothing references it).
+/// - `plaid_fetches`: the last fetch of each Plaid account and when the next is allowed, so a
+///   restart never fetches within Lunch Money's minute.
+/// - `parse_drift`: per sender counts of unmatched and failed mail and of parses missing a field
+///   (see `Store::record_drift` for how the number of senders is bounded).
+const V2: &str = r#"
+CREATE TABLE transactions_v2 (
+  id INTEGER PRIMARY KEY,
+  message_id INTEGER NOT NULL REFERENCES messages(id),
+  external_id TEXT NOT NULL UNIQUE CHECK (length(external_id) BETWEEN 1 AND 75),
+  plugin TEXT NOT NULL,
+  body TEXT NOT NULL CHECK (json_valid(body)),
+  state TEXT NOT NULL DEFAULT 'pending'
+    CHECK (state IN ('pending', 'delivered', 'dead', 'fetched')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT,
+  claimed_until TEXT,
+  last_error TEXT,
+  lunchmoney_id INTEGER,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+INSERT INTO transactions_v2 SELECT id, message_id, external_id, plugin, body, state, attempts,
+  next_attempt_at, claimed_until, last_error, lunchmoney_id, created_at, updated_at
+  FROM transactions;
+DROP TABLE transactions;
+ALTER TABLE transactions_v2 RENAME TO transactions;
+CREATE INDEX transactions_by_state ON transactions(state, created_at);
+CREATE INDEX transactions_pending ON transactions(state, next_attempt_at);
+CREATE INDEX transactions_with_error ON transactions(updated_at) WHERE last_error IS NOT NULL;
+CREATE INDEX transactions_by_message ON transactions(message_id);
+
+CREATE TABLE plaid_fetches (
+  plaid_account_id INTEGER PRIMARY KEY,
+  requested_at TEXT NOT NULL,           -- the last fetch request (recorded before it is sent)
+  next_allowed_at TEXT NOT NULL,        -- no fetch of this account before this time
+  last_outcome TEXT
+);
+
+CREATE TABLE parse_drift (
+  sender TEXT NOT NULL,                 -- a sender domain, `hook:<plugin>`, or `other`
+  plugin TEXT NOT NULL DEFAULT '',      -- '' when no plugin claimed the message
+  kind TEXT NOT NULL CHECK (kind IN ('unmatched', 'failed', 'missing_field')),
+  field TEXT NOT NULL DEFAULT '',       -- for `missing_field`: which one
+  count INTEGER NOT NULL,
+  last_seen TEXT NOT NULL,
+  PRIMARY KEY (sender, plugin, kind, field)
+);
+"#;
+
 /// Every migration, oldest first. The schema version a build understands is `MIGRATIONS.len()`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -158,4 +212,55 @@ fn migrate_one(conn: &Connection) -> Result<bool, StoreError> {
     conn.execute_batch(MIGRATIONS[version as usize])?;
     conn.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by a version-1 build keeps its rows through version 2, and the rebuilt
+    /// transactions table takes the new `fetched` state and still refuses unknown ones.
+    #[test]
+    fn version_one_databases_migrate_with_their_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO messages (id, received_at, route, dedupe_key, content_type, raw, status,
+                                   parsed_at)
+             VALUES (1, 't', 'email', 'k', 'message/rfc822', x'00', 'queued', 't');
+             INSERT INTO transactions (message_id, external_id, plugin, body, state, attempts,
+                                       created_at, updated_at)
+             VALUES (1, 'venmo:1', 'venmo', '{}', 'dead', 3, 't', 't');",
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        migrate(&conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (state, attempts): (String, i64) = conn
+            .query_row(
+                "SELECT state, attempts FROM transactions WHERE external_id = 'venmo:1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((state.as_str(), attempts), ("dead", 3));
+        conn.execute("UPDATE transactions SET state = 'fetched'", [])
+            .unwrap();
+        assert!(conn
+            .execute("UPDATE transactions SET state = 'gone'", [])
+            .is_err());
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'
+                 AND tbl_name = 'transactions' AND name LIKE 'transactions_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 4);
+    }
 }

@@ -40,6 +40,7 @@ fn message(key: &str, transactions: Vec<Transaction>) -> NewMessage {
         plugin: (!transactions.is_empty()).then(|| "venmo".to_owned()),
         reason: None,
         transactions,
+        drift: None,
     }
 }
 
@@ -1177,6 +1178,7 @@ async fn outbox_summary_counts_and_times() {
             pending: 3, // a (claimed), c (retrying), e
             delivered: 1,
             dead: 1,
+            fetched: 0,
             claimed: 1,
             oldest_pending: Some(created_1.clone()),
             next_attempt: Some(created_1.clone()),
@@ -1206,6 +1208,7 @@ async fn outbox_summary_counts_and_times() {
             pending: 1,
             delivered: 3,
             dead: 1,
+            fetched: 0,
             claimed: 0,
             oldest_pending: Some(created_2),
             next_attempt: Some(timestamp(t0 + secs(900))),

@@ -316,6 +316,9 @@ pub(crate) fn ingest(
             updated_transactions: 0,
         });
     };
+    if let Some(note) = &m.drift {
+        super::drift::record(conn, note, m.status, m.plugin.as_deref(), parsed_at)?;
+    }
     let mut new_transactions = 0;
     let mut updated_transactions = 0;
     if m.status == MessageStatus::Queued && !m.transactions.is_empty() {

@@ -23,7 +23,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut text = state.metrics.render(state.store.size_bytes());
+    // A store that cannot be read leaves the drift counters out; the rest still answers.
+    match state.store.drift_counts() {
+        Ok(counts) => text.push_str(&crate::server::metrics::render_drift(&counts)),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the parser-drift counts"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(state.store.size_bytes()))
+        .body(text)
 }
