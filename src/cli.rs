@@ -347,9 +347,11 @@ fn reparse(
                 return Err(format!("unknown plugin {p:?}"));
             }
         }
+        let trust = crate::trust::Trust::from_settings(&settings.trust)
+            .map_err(|e| format!("trust: {e}"))?;
         let rt = runtime().map_err(|_| "no runtime".to_string())?;
         rt.block_on(crate::ops::reparse(
-            store, &registry, since, plugin, dry_run,
+            store, &registry, &trust, since, plugin, dry_run,
         ))
         .map_err(|e| e.to_string())
     })
@@ -505,6 +507,13 @@ fn messages(
             "from": sender.and_then(|e| e.from.clone()),
             "subject": sender.map(|e| e.subject.clone()),
         });
+        if let Some(trust) = message.meta.get("trust") {
+            line["trust"] = if detail {
+                trust.clone()
+            } else {
+                serde_json::json!({"result": trust["result"], "policy": trust["policy"], "authenticated_by": trust["authenticated_by"]})
+            };
+        }
         let text = if detail {
             if let Some(email) = email {
                 line["message"] = email_view(email);

@@ -23,6 +23,7 @@ use crate::deliver::{self, limiter::RateLimiter, Outbox};
 use crate::parse::{Kind, LoadError, Registry};
 use crate::settings::{Secret, Settings};
 use crate::store::{Store, StoreError};
+use crate::trust::Trust;
 use crate::verify::{self, BasicAuth, BearerToken, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum StartError {
     },
     #[error("hooks.{plugin}: {why}")]
     Hook { plugin: String, why: String },
+    #[error("trust: {0}")]
+    Trust(String),
     #[error("lunchmoney: {0}")]
     Outbox(String),
     #[error("cannot build an HTTP client: {0}")]
@@ -262,6 +265,7 @@ fn app_state(
             .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
         settings: settings.clone(),
         limiter: Arc::clone(limiter),
+        trust: Arc::new(Trust::from_settings(&settings.trust).map_err(StartError::Trust)?),
     })
 }
 
