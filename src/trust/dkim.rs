@@ -101,7 +101,7 @@ pub fn field_value(raw: &[u8]) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Canon {
+pub(crate) enum Canon {
     Simple,
     Relaxed,
 }
@@ -153,7 +153,7 @@ pub struct Prepared {
     algorithm: Algorithm,
     signature: Vec<u8>,
     /// SHA-256 of the canonicalized header fields that are signed.
-    header_hash: Vec<u8>,
+    pub(crate) header_hash: Vec<u8>,
     /// Whether the body hash (`bh=`) matched the body.
     body_ok: Result<(), String>,
 }
@@ -450,7 +450,7 @@ fn canonical_header(raw: &[u8], canon: Canon) -> Vec<u8> {
     }
 }
 
-fn canonical_body(body: &[u8], canon: Canon) -> Vec<u8> {
+pub(crate) fn canonical_body(body: &[u8], canon: Canon) -> Vec<u8> {
     let mut lines: Vec<Vec<u8>> = body
         .split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec())

@@ -481,7 +481,7 @@ pub fn prepare(
         Via::Direct => email
             .header("x-forwarded-for")
             .or_else(|| email.header("resent-from"))
-            .and_then(crate::message::forward::first_address),
+            .and_then(first_address),
         Via::Attached | Via::Quoted => email.envelope.from.clone(),
     };
     // The message whose signatures can vouch for the original: the mail itself, or the
@@ -643,6 +643,15 @@ fn provider_verdict(route: &str, meta: &Value) -> Option<ProviderVerdict> {
         _ => return None,
     };
     Some(verdict)
+}
+
+/// The first address in a header like Gmail's `X-Forwarded-For: user@gmail.com ingest@host`.
+fn first_address(value: &str) -> Option<String> {
+    value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|word| word.trim_matches(|c| c == '<' || c == '>'))
+        .find(|word| word.contains('@'))
+        .map(str::to_ascii_lowercase)
 }
 
 fn domain_of(address: &str) -> &str {
