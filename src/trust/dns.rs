@@ -92,20 +92,22 @@ const TYPE_TXT: u16 = 16;
 const TYPE_OPT: u16 = 41;
 
 impl StubResolver {
-    /// `servers` empty: the `nameserver` lines of `/etc/resolv.conf`.
+    /// `servers` empty: the `nameserver` lines of `/etc/resolv.conf`. With none there either,
+    /// every look-up is a temporary failure (logged once here), so mail is still taken in.
     pub fn new(servers: &[String], attempt_timeout: Duration) -> Result<Self, String> {
         let servers = if servers.is_empty() {
-            let conf = std::fs::read_to_string("/etc/resolv.conf")
-                .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;
+            let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             resolv_conf_servers(&conf)
         } else {
             servers
                 .iter()
-                .map(|s| parse_server(s).ok_or_else(|| format!("invalid DNS server {s:?}")))
+                .map(|s| {
+                    parse_server(s).ok_or_else(|| format!("dns_servers: invalid server {s:?}"))
+                })
                 .collect::<Result<_, _>>()?
         };
         if servers.is_empty() {
-            return Err("no DNS server: set trust.dns_servers or /etc/resolv.conf".into());
+            tracing::warn!("no DNS server in /etc/resolv.conf and trust.dns_servers is empty: DKIM keys cannot be looked up (temperror)");
         }
         Ok(StubResolver {
             servers,
@@ -195,7 +197,7 @@ impl TxtResolver for StubResolver {
             }
             Err(last.unwrap_or_else(|| DnsError::Temporary {
                 name: name.to_owned(),
-                reason: "no DNS server".into(),
+                reason: "no DNS server (trust.dns_servers, /etc/resolv.conf)".into(),
             }))
         })
     }

@@ -16,8 +16,8 @@ pub mod dkim;
 pub mod dns;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -161,22 +161,70 @@ enum PendingArc {
     Fail(String),
     Sets {
         /// The latest ARC-Message-Signature.
-        message_signature: Result<Prepared, Unusable>,
+        message_signature: Box<Result<Prepared, Unusable>>,
         /// Every ARC-Seal, oldest first.
         seals: Vec<Result<Prepared, Unusable>>,
         first_hop: arc::Results,
     },
 }
 
+/// How long a key answer (or its absence) is reused: the same few senders sign most mail.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(600);
+/// Names kept at most; the cache is emptied when full (a flood of made-up selectors cannot grow
+/// it without bound).
+const KEY_CACHE_SIZE: usize = 1024;
+
+type KeyAnswer = Result<Vec<String>, DnsError>;
+
 /// The configured rules and the resolver keys are looked up with.
 pub struct Trust {
     settings: TrustSettings,
     resolver: Arc<dyn TxtResolver>,
+    /// Answers that are not temporary failures, by name, with when they were fetched.
+    keys: Mutex<HashMap<String, (Instant, KeyAnswer)>>,
 }
 
 impl Trust {
     pub fn new(settings: TrustSettings, resolver: Arc<dyn TxtResolver>) -> Self {
-        Trust { settings, resolver }
+        Trust {
+            settings,
+            resolver,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key record at `name`: cached, or looked up within `dns_timeout_secs`.
+    async fn key(&self, name: &str) -> KeyAnswer {
+        let cached = self
+            .key_cache()
+            .get(name)
+            .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(_, answer)| answer.clone());
+        if let Some(answer) = cached {
+            return answer;
+        }
+        let limit = Duration::from_secs(self.settings.dns_timeout_secs.max(1));
+        let answer = tokio::time::timeout(limit, self.resolver.txt(name))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DnsError::Temporary {
+                    name: name.to_owned(),
+                    reason: format!("no answer within {}s", limit.as_secs()),
+                })
+            });
+        if !matches!(answer, Err(DnsError::Temporary { .. })) {
+            let mut cache = self.key_cache();
+            if cache.len() >= KEY_CACHE_SIZE {
+                cache.clear();
+            }
+            cache.insert(name.to_owned(), (Instant::now(), answer.clone()));
+        }
+        answer
+    }
+
+    fn key_cache(&self) -> MutexGuard<'_, HashMap<String, (Instant, KeyAnswer)>> {
+        // Entries are whole values: a panic elsewhere cannot leave one half-written.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// With the real DNS: `trust.dns_servers`, or the system's.
@@ -198,7 +246,7 @@ impl Trust {
 
     /// Looks up the keys and checks every prepared signature.
     pub async fn check(&self, pending: Pending) -> Verdict {
-        let mut keys: HashMap<String, Result<Vec<String>, DnsError>> = HashMap::new();
+        let mut keys: HashMap<String, KeyAnswer> = HashMap::new();
         let sender_domain = pending.sender.as_deref().map(domain_of);
         let mut dkim = Vec::new();
         for signature in &pending.signatures {
@@ -289,7 +337,7 @@ impl Trust {
     async fn verify(
         &self,
         signature: &Result<Prepared, Unusable>,
-        keys: &mut HashMap<String, Result<Vec<String>, DnsError>>,
+        keys: &mut HashMap<String, KeyAnswer>,
     ) -> SignatureResult {
         let prepared = match signature {
             Ok(p) => p,
@@ -305,15 +353,7 @@ impl Trust {
         };
         let name = prepared.key_name();
         if !keys.contains_key(&name) {
-            let limit = Duration::from_secs(self.settings.dns_timeout_secs.max(1));
-            let answer = tokio::time::timeout(limit, self.resolver.txt(&name))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(DnsError::Temporary {
-                        name: name.clone(),
-                        reason: format!("no answer within {}s", limit.as_secs()),
-                    })
-                });
+            let answer = self.key(&name).await;
             keys.insert(name.clone(), answer);
         }
         let (result, reason) = match &keys[&name] {
@@ -507,11 +547,11 @@ pub fn prepare(
             arc::Chain::None => PendingArc::None,
             arc::Chain::Fail(reason) => PendingArc::Fail(reason),
             arc::Chain::Sets(sets) => PendingArc::Sets {
-                message_signature: dkim::prepare(
+                message_signature: Box::new(dkim::prepare(
                     message,
                     sets[sets.len() - 1][1],
                     dkim::Kind::ArcMessage,
-                ),
+                )),
                 seals: (0..sets.len())
                     .map(|n| dkim::prepare_seal(message, &sets, n))
                     .collect(),

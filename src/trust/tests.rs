@@ -386,8 +386,10 @@ async fn a_gmail_auto_forward_with_broken_dkim_is_vouched_for_by_arc() {
 
 #[tokio::test]
 async fn a_forwarder_not_on_the_list_fails_even_under_report() {
-    let mut settings = TrustSettings::default();
-    settings.allowed_forwarders = vec!["alex@example.com".into()];
+    let settings = TrustSettings {
+        allowed_forwarders: vec!["alex@example.com".into()],
+        ..TrustSettings::default()
+    };
     let trust = trust_with(settings, keys());
     let forward = std::fs::read("fixtures/venmo/fwd-gmail.eml").unwrap();
     let (verdict, decision) = judge(&trust, &forward).await;
@@ -479,4 +481,33 @@ fn alignment_and_mailboxes() {
         "alex+caf_=x=y.com@gmail.com"
     ));
     assert!(!same_mailbox("alex@gmail.com", "alex@gmail.co"));
+}
+
+#[tokio::test]
+async fn key_answers_are_cached_but_temporary_failures_are_not() {
+    struct Counting(std::sync::atomic::AtomicUsize, MapResolver);
+    impl dns::TxtResolver for Counting {
+        fn txt<'a>(&'a self, name: &'a str) -> dns::TxtFuture<'a> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.1.txt(name)
+        }
+    }
+    let counting = Arc::new(Counting(
+        Default::default(),
+        keys().with_failure("s1._domainkey.attacker.example"),
+    ));
+    let trust = Trust::new(
+        requiring_venmo(),
+        Arc::clone(&counting) as Arc<dyn dns::TxtResolver>,
+    );
+    let signed = dkim_sign(&venmo_mail(), "venmo.com", "s1", Signer::Rsa);
+    for _ in 0..3 {
+        assert_eq!(judge(&trust, &signed).await.0.dkim[0].result, "pass");
+    }
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let failing = dkim_sign(&venmo_mail(), "attacker.example", "s1", Signer::Rsa);
+    for _ in 0..2 {
+        assert_eq!(judge(&trust, &failing).await.0.dkim[0].result, "temperror");
+    }
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
