@@ -511,3 +511,23 @@ async fn key_answers_are_cached_but_temporary_failures_are_not() {
     }
     assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// The production resolver end to end: the key comes over UDP from a DNS server on loopback.
+#[tokio::test]
+async fn the_stub_resolver_fetches_keys_that_verify() {
+    let server = dns::tests::fake_dns_server(
+        std::collections::HashMap::from([("s1._domainkey.venmo.com".to_owned(), rsa_record())]),
+        1232,
+    )
+    .await;
+    let settings = TrustSettings {
+        dns_servers: vec![server.to_string()],
+        policies: [("venmo".to_owned(), TrustPolicy::Require)].into(),
+        ..TrustSettings::default()
+    };
+    let trust = Trust::from_settings(&settings).unwrap();
+    let signed = dkim_sign(&venmo_mail(), "venmo.com", "s1", Signer::Rsa);
+    let (verdict, decision) = judge(&trust, &signed).await;
+    assert_eq!(verdict.dkim[0].result, "pass", "{verdict:?}");
+    assert_eq!(decision.authenticated_by, Some("dkim"));
+}
