@@ -176,6 +176,17 @@ const KEY_CACHE_SIZE: usize = 1024;
 
 type KeyAnswer = Result<Vec<String>, DnsError>;
 
+/// One check's key answers, and when it must stop waiting for more.
+struct Lookups {
+    answers: HashMap<String, KeyAnswer>,
+    deadline: Instant,
+}
+
+/// DKIM signatures checked per message, from the top (the most recent): enough for a sender's
+/// own signature beside its provider's and a forwarder's; more is either odd or an attempt to make
+/// us do work.
+const MAX_SIGNATURES: usize = 8;
+
 /// The configured rules and the resolver keys are looked up with.
 pub struct Trust {
     settings: TrustSettings,
@@ -193,8 +204,9 @@ impl Trust {
         }
     }
 
-    /// The key record at `name`: cached, or looked up within `dns_timeout_secs`.
-    async fn key(&self, name: &str) -> KeyAnswer {
+    /// The key record at `name`: cached, or looked up within `dns_timeout_secs` and before
+    /// `deadline`.
+    async fn key(&self, name: &str, deadline: Instant) -> KeyAnswer {
         let cached = self
             .key_cache()
             .get(name)
@@ -203,13 +215,18 @@ impl Trust {
         if let Some(answer) = cached {
             return answer;
         }
-        let limit = Duration::from_secs(self.settings.dns_timeout_secs.max(1));
+        let limit = self
+            .lookup_timeout()
+            .min(deadline.saturating_duration_since(Instant::now()));
         let answer = tokio::time::timeout(limit, self.resolver.txt(name))
             .await
             .unwrap_or_else(|_| {
                 Err(DnsError::Temporary {
                     name: name.to_owned(),
-                    reason: format!("no answer within {}s", limit.as_secs()),
+                    reason: format!(
+                        "no answer within {:.1}s (trust.dns_timeout_secs, or the whole check's time)",
+                        limit.as_secs_f64()
+                    ),
                 })
             });
         if !matches!(answer, Err(DnsError::Temporary { .. })) {
@@ -220,6 +237,10 @@ impl Trust {
             cache.insert(name.to_owned(), (Instant::now(), answer.clone()));
         }
         answer
+    }
+
+    fn lookup_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.dns_timeout_secs.max(1))
     }
 
     fn key_cache(&self) -> MutexGuard<'_, HashMap<String, (Instant, KeyAnswer)>> {
@@ -246,7 +267,12 @@ impl Trust {
 
     /// Looks up the keys and checks every prepared signature.
     pub async fn check(&self, pending: Pending) -> Verdict {
-        let mut keys: HashMap<String, KeyAnswer> = HashMap::new();
+        // However many signatures a message carries, its look-ups together take at most two
+        // look-ups' time: what is not answered by then is a temperror.
+        let mut keys = Lookups {
+            answers: HashMap::new(),
+            deadline: Instant::now() + 2 * self.lookup_timeout(),
+        };
         let sender_domain = pending.sender.as_deref().map(domain_of);
         let mut dkim = Vec::new();
         for signature in &pending.signatures {
@@ -337,7 +363,7 @@ impl Trust {
     async fn verify(
         &self,
         signature: &Result<Prepared, Unusable>,
-        keys: &mut HashMap<String, KeyAnswer>,
+        keys: &mut Lookups,
     ) -> SignatureResult {
         let prepared = match signature {
             Ok(p) => p,
@@ -352,11 +378,11 @@ impl Trust {
             }
         };
         let name = prepared.key_name();
-        if !keys.contains_key(&name) {
-            let answer = self.key(&name).await;
-            keys.insert(name.clone(), answer);
+        if !keys.answers.contains_key(&name) {
+            let answer = self.key(&name, keys.deadline).await;
+            keys.answers.insert(name.clone(), answer);
         }
-        let (result, reason) = match &keys[&name] {
+        let (result, reason) = match &keys.answers[&name] {
             Ok(records) => match prepared.verify(records) {
                 Ok(()) => ("pass", None),
                 Err(reason) => ("fail", Some(reason)),
@@ -538,6 +564,7 @@ pub fn prepare(
                 .iter()
                 .enumerate()
                 .filter(|(_, (name, _))| name.eq_ignore_ascii_case("dkim-signature"))
+                .take(MAX_SIGNATURES)
                 .map(|(index, _)| dkim::prepare(message, index, dkim::Kind::Dkim))
                 .collect()
         })
