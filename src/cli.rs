@@ -228,6 +228,13 @@ fn check(config: Option<&Path>, offline: bool) -> ExitCode {
     };
     let ids: Vec<&str> = registry.ids().collect();
     println!("ok: {} plugins: {}", ids.len(), ids.join(", "));
+    let policy_errors = crate::trust::policy_errors(&settings.trust, &registry);
+    for error in &policy_errors {
+        println!("error: {error}");
+    }
+    if !policy_errors.is_empty() {
+        return ExitCode::from(1);
+    }
     if offline {
         return ExitCode::SUCCESS;
     }

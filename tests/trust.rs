@@ -260,3 +260,30 @@ async fn reparse_applies_the_policy_of_today() {
     assert_eq!(store.transactions_of(id).unwrap().len(), 1);
     store.close().unwrap();
 }
+
+#[tokio::test]
+async fn a_policy_for_a_plugin_that_does_not_exist_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings_for(dir.path());
+    settings
+        .trust
+        .policies
+        .insert("venmoo".into(), TrustPolicy::Require);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = lm_ingest::server::Application::build(&settings, listener)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_eq!(error, "trust: trust.policies.venmoo: no plugin has this id");
+    settings.trust.policies.clear();
+    settings
+        .trust
+        .policies
+        .insert("testbank".into(), TrustPolicy::Require);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = lm_ingest::server::Application::build(&settings, listener)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("a webhook plugin"), "{error}");
+}

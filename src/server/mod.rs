@@ -63,6 +63,12 @@ pub struct Application {
 impl Application {
     pub fn build(settings: &Settings, listener: TcpListener) -> Result<Application, StartError> {
         let registry = Arc::new(Registry::load(settings.parsers.dir.as_deref())?);
+        if let Some(error) = crate::trust::policy_errors(&settings.trust, &registry)
+            .into_iter()
+            .next()
+        {
+            return Err(StartError::Trust(error));
+        }
         let store = Arc::new(Store::open(&settings.store.path)?);
         let token = ingest_token(settings)?;
         // One limiter for every request to Lunch Money from this process (outbox, look-ups,

@@ -526,6 +526,22 @@ impl Trust {
     }
 }
 
+/// `trust.policies` entries that cannot mean what they say: a plugin id that does not exist (a
+/// typo would silently leave that plugin on the default policy) or a webhook plugin.
+pub fn policy_errors(settings: &TrustSettings, registry: &Registry) -> Vec<String> {
+    settings
+        .policies
+        .keys()
+        .filter_map(|id| match registry.get(id) {
+            None => Some(format!("trust.policies.{id}: no plugin has this id")),
+            Some(p) if p.kind() != Kind::Email => Some(format!(
+                "trust.policies.{id}: a webhook plugin; sender trust applies to email plugins"
+            )),
+            Some(_) => None,
+        })
+        .collect()
+}
+
 /// Prepares the trust check of an email that `plugin` claimed, or `None` when there is nothing
 /// to check (not an email, or no email plugin claimed it). `route` names the provider whose
 /// verdicts are in `extracted.meta`.
