@@ -298,6 +298,13 @@ fn check(config: Option<&Path>, offline: bool) -> ExitCode {
     };
     let ids: Vec<&str> = registry.ids().collect();
     println!("ok: {} plugins: {}", ids.len(), ids.join(", "));
+    let policy_errors = crate::trust::policy_errors(&settings.trust, &registry);
+    for error in &policy_errors {
+        println!("error: {error}");
+    }
+    if !policy_errors.is_empty() {
+        return ExitCode::from(1);
+    }
     if offline {
         return ExitCode::SUCCESS;
     }
@@ -417,9 +424,11 @@ fn reparse(
                 return Err(format!("unknown plugin {p:?}"));
             }
         }
+        let trust = crate::trust::Trust::from_settings(&settings.trust)
+            .map_err(|e| format!("trust: {e}"))?;
         let rt = runtime().map_err(|_| "no runtime".to_string())?;
         rt.block_on(crate::ops::reparse(
-            store, &registry, since, plugin, dry_run,
+            store, &registry, &trust, since, plugin, dry_run,
         ))
         .map_err(|e| e.to_string())
     })
@@ -575,6 +584,13 @@ fn messages(
             "from": sender.and_then(|e| e.from.clone()),
             "subject": sender.map(|e| e.subject.clone()),
         });
+        if let Some(trust) = message.meta.get("trust") {
+            line["trust"] = if detail {
+                trust.clone()
+            } else {
+                serde_json::json!({"result": trust["result"], "policy": trust["policy"], "authenticated_by": trust["authenticated_by"]})
+            };
+        }
         let text = if detail {
             if let Some(email) = email {
                 line["message"] = email_view(email);

@@ -13,4 +13,5 @@ pub mod server;
 pub mod settings;
 pub mod store;
 pub mod transaction;
+pub mod trust;
 pub mod verify;

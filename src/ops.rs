@@ -14,6 +14,7 @@ use crate::parse::{Outcome, Registry};
 use crate::settings::Settings;
 use crate::store::{MessageStatus, Store, StoreError, StoredMessage};
 use crate::transaction::Transaction;
+use crate::trust::{self, Trust, Verdict};
 
 /// How many dead letters and pending transactions the report lists.
 const LISTED: usize = 50;
@@ -85,7 +86,19 @@ pub fn outbox_report(
         "fetched": fetched,
         "plaid_fetches": store.plaid_fetches()?,
         "parse_drift": store.drift_counts()?,
+        "rejected": rejected_messages(store)?,
     }))
+}
+
+/// The latest rejected messages and why (sender trust or unreadable input): never delivered.
+fn rejected_messages(store: &Store) -> Result<Vec<Value>, StoreError> {
+    let mut out = Vec::new();
+    for id in store.message_ids(Some(MessageStatus::Rejected), LISTED)? {
+        if let Some(m) = store.message(id)? {
+            out.push(json!({"message_id": m.id, "received_at": m.received_at, "route": m.route, "plugin": m.plugin, "reason": m.reason}));
+        }
+    }
+    Ok(out)
 }
 
 fn tags_with(tx: &Transaction, extra: &[String]) -> Vec<String> {
@@ -128,9 +141,14 @@ pub struct ReparseReport {
 /// Runs today's parsers over the raw input stored since `since` (optionally only a plugin's
 /// messages and the unmatched or failed ones it may now claim) and queues what is new or changed.
 /// With `dry_run` nothing is written and the report is the diff.
+///
+/// Sender trust is judged again with today's configuration. The verdict recorded when the message
+/// arrived is reused (keys rotate, so old signatures may no longer verify); only a verdict with a
+/// DNS temporary failure, or none, is checked again, and the new one is recorded.
 pub async fn reparse(
     store: &Store,
     registry: &Registry,
+    trust: &Trust,
     since: NaiveDate,
     plugin: Option<&str>,
     dry_run: bool,
@@ -144,7 +162,30 @@ pub async fn reparse(
         let Some(message) = store.message(id)? else {
             continue;
         };
-        let (status, outcome) = parse_stored(registry, &message);
+        let (mut status, mut outcome, pending) = parse_stored(registry, &message);
+        if let Some(pending) = pending {
+            let recorded = message
+                .meta
+                .get("trust")
+                .and_then(|v| serde_json::from_value::<Verdict>(v.clone()).ok())
+                .filter(|v| !v.has_temperror() && outcome.plugin.as_deref() == Some(&v.plugin));
+            let verdict = match recorded {
+                Some(verdict) => verdict,
+                None => trust.check(pending).await,
+            };
+            let decision = trust.decide(&verdict);
+            let record = decision.record(&verdict);
+            if let Some(rejection) = decision.rejection {
+                status = MessageStatus::Rejected;
+                outcome.reason = Some(rejection);
+                outcome.transactions.clear();
+            }
+            if !dry_run && message.meta.get("trust") != Some(&record) {
+                let mut meta = message.meta.clone();
+                meta["trust"] = record;
+                store.set_meta(id, meta).await?;
+            }
+        }
         if plugin.is_some_and(|p| {
             outcome.plugin.as_deref() != Some(p) && message.plugin.as_deref() != Some(p)
         }) {
@@ -209,7 +250,10 @@ fn same(a: &Transaction, b: &Transaction) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
-fn parse_stored(registry: &Registry, message: &StoredMessage) -> (MessageStatus, Outcome) {
+fn parse_stored(
+    registry: &Registry,
+    message: &StoredMessage,
+) -> (MessageStatus, Outcome, Option<trust::Pending>) {
     match reextract(message) {
         Ok(extracted) => {
             let outcome = match &extracted.payload {
@@ -221,9 +265,23 @@ fn parse_stored(registry: &Registry, message: &StoredMessage) -> (MessageStatus,
                     }
                 }
             };
-            (MessageStatus::from_outcome(outcome.status), outcome)
+            let pending = trust::prepare(
+                registry,
+                &extracted,
+                &message.route,
+                outcome.plugin.as_deref(),
+            );
+            (
+                MessageStatus::from_outcome(outcome.status),
+                outcome,
+                pending,
+            )
         }
-        Err(malformed) => (MessageStatus::Rejected, Outcome::error(None, malformed.0)),
+        Err(malformed) => (
+            MessageStatus::Rejected,
+            Outcome::error(None, malformed.0),
+            None,
+        ),
     }
 }
 

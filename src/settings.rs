@@ -35,6 +35,51 @@ pub struct Settings {
     pub lunchmoney: LunchMoneySettings,
     #[serde(default)]
     pub admin: AdminSettings,
+    #[serde(default)]
+    pub trust: TrustSettings,
+}
+
+/// Sender trust (README "Sender trust"): who may forward mail here, and per plugin whether the
+/// original sender must be authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSettings {
+    /// The user's own addresses that forward mail here. Empty: any forwarder.
+    pub allowed_forwarders: Vec<String>,
+    /// The policy of plugins not named in `policies`.
+    pub default_policy: TrustPolicy,
+    /// Policy by plugin id.
+    pub policies: BTreeMap<String, TrustPolicy>,
+    /// ARC sealers whose first-hop ARC-Authentication-Results are believed when the original
+    /// DKIM signature broke in transit.
+    pub trusted_arc_sealers: Vec<String>,
+    /// Recursive DNS servers for DKIM key look-ups (`ip` or `ip:port`). Empty: /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    /// How long one key look-up may take before it counts as a temporary failure.
+    pub dns_timeout_secs: u64,
+}
+
+impl Default for TrustSettings {
+    fn default() -> Self {
+        TrustSettings {
+            allowed_forwarders: Vec::new(),
+            default_policy: TrustPolicy::Report,
+            policies: BTreeMap::new(),
+            trusted_arc_sealers: vec!["google.com".into()],
+            dns_servers: Vec::new(),
+            dns_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustPolicy {
+    /// Record the verdicts with the message; parse it whatever they say.
+    #[default]
+    Report,
+    /// The original sender must be authenticated, or the message is stored as `rejected`.
+    Require,
 }
 
 /// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.

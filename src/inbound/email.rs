@@ -11,6 +11,7 @@ pub fn extract(body: &[u8]) -> Result<Extracted, Malformed> {
     Ok(Extracted {
         dedupe_key: email_dedupe_key(&email, body),
         meta: json!({}),
+        mime: Some(body.to_vec()),
         payload: Payload::Email(Box::new(email)),
     })
 }

@@ -47,6 +47,7 @@ pub fn extract(
     Ok(Extracted {
         dedupe_key,
         meta,
+        mime: None,
         payload: Payload::Webhook(hook),
     })
 }

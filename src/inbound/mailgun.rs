@@ -57,6 +57,7 @@ pub fn extract_fields(fields: &Fields) -> Result<Extracted, Malformed> {
     Ok(Extracted {
         dedupe_key: email_dedupe_key(&email, &key_bytes),
         meta,
+        mime: form::bytes(fields, "body-mime").map(<[u8]>::to_vec),
         payload: Payload::Email(Box::new(email)),
     })
 }

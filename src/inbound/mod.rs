@@ -31,6 +31,9 @@ pub struct Extracted {
     pub dedupe_key: String,
     /// Provider verdicts (SPF, DKIM, spam) and ids worth keeping with the message.
     pub meta: Value,
+    /// The whole message as it was sent (with its DKIM signatures), when the request carried it
+    /// rather than parts a provider took apart.
+    pub mime: Option<Vec<u8>>,
 }
 
 /// A request whose body is not what its route expects.

@@ -86,6 +86,7 @@ pub fn extract(body: &[u8]) -> Result<Extracted, Malformed> {
             "spam_tests": header("X-Spam-Tests"),
             "postmark_message_id": field("MessageID"),
         }),
+        mime: field("RawEmail").map(|raw| raw.as_bytes().to_vec()),
         payload: Payload::Email(Box::new(email)),
     })
 }

@@ -51,6 +51,7 @@ pub fn extract(content_type: &str, body: &[u8]) -> Result<Extracted, Malformed> 
             "spam_score": form::text(&fields, "spam_score"),
             "envelope": form::text(&fields, "envelope").and_then(|e| serde_json::from_str::<Value>(&e).ok()),
         }),
+        mime: form::bytes(&fields, "email").map(<[u8]>::to_vec),
         payload: Payload::Email(Box::new(email)),
     })
 }

@@ -15,6 +15,7 @@ use crate::inbound::{body_key, Extracted, Malformed, Payload};
 use crate::parse::{Outcome, Registry};
 use crate::settings::{BodyLimits, MailgunSettings, Settings};
 use crate::store::{sender_domain, DriftNote, MessageStatus, NewMessage, Store};
+use crate::trust::{self, Trust};
 use crate::verify::Verifier;
 
 /// Parsing bodies larger than this moves off the HTTP worker so other requests are not held up.
@@ -45,6 +46,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The process's Lunch Money rate limiter, shared with the outbox.
     pub limiter: Arc<crate::deliver::limiter::RateLimiter>,
+    /// Sender trust: DKIM/ARC checks, the forwarder list and each plugin's policy.
+    pub trust: Arc<Trust>,
 }
 
 /// A request that passed authentication.
@@ -65,19 +68,21 @@ impl AppState {
         let registry = Arc::clone(&self.registry);
         let body = request.body.clone();
         let source = request.source.clone();
-        let work = move || read(&registry, source.as_deref(), &body, extract);
-        let (outcome, dedupe_key, meta, sender) = if request.body.len() > INLINE_PARSE_LIMIT {
-            actix_web::web::block(work)
-                .await
-                .map_err(|_| ApiError::ShuttingDown)?
-        } else {
-            work()
-        };
-        let status = match &outcome {
+        let route = request.route;
+        let work = move || read(&registry, route, source.as_deref(), &body, extract);
+        let (outcome, dedupe_key, mut meta, sender, pending) =
+            if request.body.len() > INLINE_PARSE_LIMIT {
+                actix_web::web::block(work)
+                    .await
+                    .map_err(|_| ApiError::ShuttingDown)?
+            } else {
+                work()
+            };
+        let mut status = match &outcome {
             Ok(parsed) => MessageStatus::from_outcome(parsed.status),
             Err(_) => MessageStatus::Rejected,
         };
-        let (plugin, reason, transactions, drift) = match outcome {
+        let (plugin, mut reason, mut transactions, drift) = match outcome {
             Ok(parsed) => {
                 let drift = sender.map(|sender| DriftNote {
                     sender,
@@ -87,6 +92,16 @@ impl AppState {
             }
             Err(malformed) => (None, Some(malformed.0), Vec::new(), None),
         };
+        if let Some(pending) = pending {
+            let verdict = self.trust.check(pending).await;
+            let decision = self.trust.decide(&verdict);
+            meta["trust"] = decision.record(&verdict);
+            if let Some(rejection) = decision.rejection {
+                status = MessageStatus::Rejected;
+                reason = Some(rejection);
+                transactions.clear();
+            }
+        }
         let receipt = self
             .store
             .ingest(NewMessage {
@@ -120,7 +135,18 @@ impl AppState {
             new_transactions = receipt.new_transactions,
             "message stored"
         );
-        if receipt.status == MessageStatus::Rejected {
+        // Refused by sender trust: answered 200 so the provider does not retry what will be
+        // refused again; the reason is in the answer and in the store.
+        let refused_by_trust = receipt.status == MessageStatus::Rejected
+            && match (receipt.duplicate, &reason) {
+                (false, reason) => reason.as_deref().is_some_and(trust::is_trust_reason),
+                (true, _) => self
+                    .store
+                    .message(receipt.id)?
+                    .and_then(|m| m.reason)
+                    .is_some_and(|r| trust::is_trust_reason(&r)),
+            };
+        if receipt.status == MessageStatus::Rejected && !refused_by_trust {
             return Err(ApiError::Rejected {
                 id: receipt.id,
                 reason: reason.unwrap_or_else(|| "rejected".into()),
@@ -144,16 +170,19 @@ impl AppState {
     }
 }
 
-/// The outcome, the dedupe key, the metadata, and the sender for the drift counts.
+/// The outcome, the dedupe key, the metadata, the sender for the drift counts, and the
+/// hashed half of the trust check.
 type Read = (
     Result<Outcome, Malformed>,
     String,
     serde_json::Value,
     Option<String>,
+    Option<trust::Pending>,
 );
 
-/// Extraction and parsing, on whichever thread the caller chose.
-fn read<F>(registry: &Registry, source: Option<&str>, body: &[u8], extract: F) -> Read
+/// Extraction, parsing and the hashing half of the trust check, on whichever thread the caller
+/// chose.
+fn read<F>(registry: &Registry, route: &str, source: Option<&str>, body: &[u8], extract: F) -> Read
 where
     F: FnOnce(&[u8]) -> Result<Extracted, Malformed>,
 {
@@ -168,15 +197,17 @@ where
                 (Payload::Webhook(_), None) => Outcome::error(None, "webhook without a plugin"),
             };
             let sender = drift_sender(&extracted.payload, source);
+            let pending = trust::prepare(registry, &extracted, route, outcome.plugin.as_deref());
             (
                 Ok(outcome),
                 extracted.dedupe_key,
                 extracted.meta,
                 Some(sender),
+                pending,
             )
         }
         // Unreadable input is still kept (once, by its bytes) so it can be looked at.
-        Err(malformed) => (Err(malformed), body_key(body), json!({}), None),
+        Err(malformed) => (Err(malformed), body_key(body), json!({}), None, None),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::deliver::{self, limiter::RateLimiter, Outbox};
 use crate::parse::{Kind, LoadError, Registry};
 use crate::settings::{Secret, Settings};
 use crate::store::{Store, StoreError};
+use crate::trust::Trust;
 use crate::verify::{self, BasicAuth, BearerToken, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum StartError {
     },
     #[error("hooks.{plugin}: {why}")]
     Hook { plugin: String, why: String },
+    #[error("trust: {0}")]
+    Trust(String),
     #[error("lunchmoney: {0}")]
     Outbox(String),
     #[error("cannot build an HTTP client: {0}")]
@@ -60,6 +63,12 @@ pub struct Application {
 impl Application {
     pub fn build(settings: &Settings, listener: TcpListener) -> Result<Application, StartError> {
         let registry = Arc::new(Registry::load(settings.parsers.dir.as_deref())?);
+        if let Some(error) = crate::trust::policy_errors(&settings.trust, &registry)
+            .into_iter()
+            .next()
+        {
+            return Err(StartError::Trust(error));
+        }
         let store = Arc::new(Store::open(&settings.store.path)?);
         let token = ingest_token(settings)?;
         // One limiter for every request to Lunch Money from this process (outbox, look-ups,
@@ -262,6 +271,7 @@ fn app_state(
             .then(|| Box::new(BearerToken(settings.admin.token.clone())) as Box<dyn Verifier>),
         settings: settings.clone(),
         limiter: Arc::clone(limiter),
+        trust: Arc::new(Trust::from_settings(&settings.trust).map_err(StartError::Trust)?),
     })
 }
 

@@ -371,6 +371,21 @@ impl Store {
         .await
     }
 
+    /// Replaces a stored message's `meta` (a re-parse's new sender-trust verdict).
+    pub async fn set_meta(&self, id: i64, meta: serde_json::Value) -> Result<(), StoreError> {
+        let text = serde_json::to_string(&meta)?;
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE messages SET meta = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, text])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("message {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// A real write and commit through the writer (upserts the health row): readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.write(writer::ping).await

@@ -83,6 +83,7 @@ pub async fn reparse(
     let report = crate::ops::reparse(
         &state.store,
         &state.registry,
+        &state.trust,
         request.since,
         request.plugin.as_deref(),
         request.dry_run,
