@@ -3,6 +3,7 @@
 
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("bunq", include_str!("../../parsers/bunq.toml")),
+    ("cashapp", include_str!("../../parsers/cashapp.toml")),
     ("monzo", include_str!("../../parsers/monzo.toml")),
     ("starling", include_str!("../../parsers/starling.toml")),
     ("up", include_str!("../../parsers/up.toml")),
