@@ -5,6 +5,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("bunq", include_str!("../../parsers/bunq.toml")),
     ("cashapp", include_str!("../../parsers/cashapp.toml")),
     ("monzo", include_str!("../../parsers/monzo.toml")),
+    ("paypal", include_str!("../../parsers/paypal.toml")),
     ("starling", include_str!("../../parsers/starling.toml")),
     ("up", include_str!("../../parsers/up.toml")),
     ("venmo", include_str!("../../parsers/venmo.toml")),
