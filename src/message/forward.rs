@@ -339,7 +339,11 @@ mod tests {
         ] {
             let email = crate::message::Email::parse(html_message(html).as_bytes()).unwrap();
             let original = email.original_envelope().expect(client);
-            assert_eq!(original.from.as_deref(), Some("cash@square.com"), "{client}");
+            assert_eq!(
+                original.from.as_deref(),
+                Some("cash@square.com"),
+                "{client}"
+            );
             assert_eq!(original.subject, "Jordan Lee sent you $25", "{client}");
             assert!(original.date.is_some(), "{client}");
         }
