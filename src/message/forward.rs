@@ -97,30 +97,29 @@ const DATE_KEYS: &[&str] = &[
     "sendt",
 ];
 
-fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|key| header_value(line, key))
-}
-
-/// Drops `>` quoting and the `*bold*` marks plain-text Outlook puts around keys.
+/// Drops `>` quoting and the whitespace around a line.
 fn strip_quoting(line: &str) -> &str {
     line.trim_start_matches(|c: char| c == '>' || c.is_whitespace())
         .trim_end()
 }
 
-fn header_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+/// The value of a `Key: value` line whose key is one of `keys` (lowercase), ignoring case, the
+/// `*bold*` marks plain-text Outlook puts around keys, and the space French typography puts
+/// before the colon ("De :", often non-breaking). This runs for every line of a body, so a line
+/// without a colon near its start is turned away before any key is compared.
+fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
+    const LONGEST_KEY: usize = 16;
     let line = line.strip_prefix('*').unwrap_or(line);
-    let head = line.get(..key.len())?;
-    // Keys are lowercase; compared without allocating, as this runs for every line of a body.
-    if !head.chars().flat_map(char::to_lowercase).eq(key.chars()) {
+    let colon = line.bytes().take(LONGEST_KEY).position(|b| b == b':')?;
+    let key = line[..colon].trim_end_matches(['*', ' ', '\u{a0}', '\u{202f}']);
+    let known = keys
+        .iter()
+        .any(|k| key.chars().flat_map(char::to_lowercase).eq(k.chars()));
+    if !known {
         return None;
     }
-    let rest = &line[key.len()..];
-    let rest = rest.strip_prefix('*').unwrap_or(rest);
-    // French typography puts a (often non-breaking) space before the colon: "De :", "Objet :".
-    let rest = rest.trim_start_matches([' ', '\u{a0}', '\u{202f}']);
-    let rest = rest.strip_prefix(':')?;
-    let rest = rest.strip_prefix('*').unwrap_or(rest);
-    Some(rest.trim())
+    let rest = &line[colon + 1..];
+    Some(rest.strip_prefix('*').unwrap_or(rest).trim())
 }
 
 /// The first thing in `text` shaped like an email address, lowercased.
@@ -290,6 +289,16 @@ mod tests {
         let apple_german = "Anfang der weitergeleiteten Nachricht:\n\nVon: Apple <no_reply@email.apple.com>\nBetreff: You sent $40.00 to Morgan Ellis\nDatum: 12. September 2024 um 18:05:44 MESZ\nAn: alex@example.com\n";
         let env = find_forwarded_header(apple_german).unwrap().into_envelope();
         assert_eq!(env.from.as_deref(), Some("no_reply@email.apple.com"));
+
+        // Outlook in British English: day first, 24-hour clock, no zone.
+        let outlook_uk = "From: PayPal <service@paypal.co.uk>\nSent: Friday, 14 June 2024 12:20\nSubject: Receipt\n";
+        let env = find_forwarded_header(outlook_uk).unwrap().into_envelope();
+        assert_eq!(
+            env.date,
+            Some(MessageTime::Local(
+                NaiveDateTime::parse_from_str("2024-06-14 12:20", "%Y-%m-%d %H:%M").unwrap()
+            ))
+        );
 
         let british = "From: PayPal <service@paypal.co.uk>\nSubject: Receipt\nDate: 14 June 2024 at 12:20:30 BST\n";
         let env = find_forwarded_header(british).unwrap().into_envelope();
