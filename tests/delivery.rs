@@ -388,18 +388,18 @@ async fn reparse_runs_a_fixed_parser_over_stored_input() {
     let fake = FakeLunchMoney::start();
     // First run: no plugin claims the mail, so it is kept as unmatched.
     let app = spawn_app_with(|s| s.lunchmoney.token = Secret::default()).await;
-    let cash = b"From: Cash App <cash@square.com>\r\nSubject: You sent $15 to Ana Ruiz\r\nDate: Mon, 04 Mar 2024 18:00:00 +0000\r\nMessage-ID: <cash-1@square.com>\r\n\r\nYou sent $15.00 to Ana Ruiz for tacos.\r\nIdentifier: #D9K2LQ\r\n".to_vec();
-    assert_eq!(post_email(&app, cash).await["status"], "unmatched");
+    let mail = b"From: Example Pay <notify@examplepay.test>\r\nSubject: You sent $15 to Ana Ruiz\r\nDate: Mon, 04 Mar 2024 18:00:00 +0000\r\nMessage-ID: <pay-1@examplepay.test>\r\n\r\nYou sent $15.00 to Ana Ruiz for tacos.\r\nIdentifier: #D9K2LQ\r\n".to_vec();
+    assert_eq!(post_email(&app, mail).await["status"], "unmatched");
     let dir = app.stop().await;
 
-    // The fix: a Cash App rule file.
+    // The fix: a rule file for that sender.
     std::fs::write(
-        dir.path().join("parsers/cashapp.toml"),
+        dir.path().join("parsers/examplepay.toml"),
         r#"
 kind = "email"
-tags = ["cashapp"]
+tags = ["examplepay"]
 [claim]
-senders = ["square.com"]
+senders = ["examplepay.test"]
 [[template]]
 name = "sent"
 require = [
@@ -429,18 +429,18 @@ sign = "-"
     };
     let preview = run(&["reparse", "--since", "2020-01-01", "--dry-run"]);
     assert_eq!(preview["new"], 1, "{preview}");
-    assert_eq!(preview["changes"][0]["after"]["plugin"], "cashapp");
+    assert_eq!(preview["changes"][0]["after"]["plugin"], "examplepay");
     assert_eq!(preview["changes"][0]["before"]["status"], "unmatched");
     let preview_again = run(&[
         "reparse",
         "--since",
         "2020-01-01",
         "--plugin",
-        "cashapp",
+        "examplepay",
         "--dry-run",
     ]);
     assert_eq!(preview_again["new"], 1, "a dry run changes nothing");
-    let applied = run(&["reparse", "--since", "2020-01-01", "--plugin", "cashapp"]);
+    let applied = run(&["reparse", "--since", "2020-01-01", "--plugin", "examplepay"]);
     assert_eq!(applied["new"], 1);
     let again = run(&["reparse", "--since", "2020-01-01"]);
     assert_eq!(
@@ -455,7 +455,7 @@ sign = "-"
     assert_eq!(outbox["counts"]["pending"], 1);
     assert_eq!(
         outbox["pending"][0]["would_post"]["external_id"],
-        "cashapp:D9K2LQ"
+        "examplepay:D9K2LQ"
     );
 
     // With a token, the restarted service delivers it.
@@ -463,7 +463,7 @@ sign = "-"
     deliver_to(&fake)(&mut settings);
     let app = spawn_in(dir, settings);
     let stored = fake.wait_for_transactions(1, WAIT).await;
-    assert_eq!(stored[0].external_id.as_deref(), Some("cashapp:D9K2LQ"));
+    assert_eq!(stored[0].external_id.as_deref(), Some("examplepay:D9K2LQ"));
     assert_eq!(stored[0].debit_amount, "15.0000");
     app.stop().await;
     let _ = Store::open(&store_path).unwrap();

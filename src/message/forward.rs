@@ -4,6 +4,11 @@
 //! under a rule) and Apple Mail ("Begin forwarded message:") all write `Key: value` lines; we look
 //! for a block with `From`, `Subject` and `Date`/`Sent` within a few lines of each other. In a chain
 //! of forwards the innermost block names the original sender, so the last block wins.
+//!
+//! Outlook and Apple Mail write the keys in the user's language ("Von:", "Gesendet:", "Betreff:";
+//! French puts a space before the colon: "De :"), so each key has its common translations. A
+//! localized date ("Freitag, 1. März 2024 15:04") is not read: the block still names the original
+//! sender and subject, and the message is dated as if the forward printed no date.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
@@ -37,7 +42,7 @@ pub fn find_forwarded_header(body: &str) -> Option<ForwardedHeader> {
     let lines: Vec<&str> = body.lines().map(strip_quoting).collect();
     let mut found = None;
     for (i, line) in lines.iter().enumerate() {
-        let Some(from) = header_value(line, "from") else {
+        let Some(from) = header_value_any(line, FROM_KEYS) else {
             continue;
         };
         let mut block = ForwardedHeader {
@@ -45,13 +50,11 @@ pub fn find_forwarded_header(body: &str) -> Option<ForwardedHeader> {
             ..Default::default()
         };
         for next in lines.iter().skip(i + 1).take(BLOCK_SPAN) {
-            if let Some(v) = header_value(next, "subject") {
+            if let Some(v) = header_value_any(next, SUBJECT_KEYS) {
                 block.subject = v.to_owned();
-            } else if let Some(v) =
-                header_value(next, "date").or_else(|| header_value(next, "sent"))
-            {
+            } else if let Some(v) = header_value_any(next, DATE_KEYS) {
                 block.date = v.to_owned();
-            } else if header_value(next, "from").is_some() {
+            } else if header_value_any(next, FROM_KEYS).is_some() {
                 break;
             }
         }
@@ -62,23 +65,61 @@ pub fn find_forwarded_header(body: &str) -> Option<ForwardedHeader> {
     found
 }
 
-/// Drops `>` quoting and the `*bold*` marks plain-text Outlook puts around keys.
+/// The sender key as Gmail, Outlook and Apple Mail write it in English, German, French, Spanish,
+/// Portuguese, Italian, Dutch and the Scandinavian languages.
+const FROM_KEYS: &[&str] = &["from", "von", "de", "da", "van", "från", "fra"];
+const SUBJECT_KEYS: &[&str] = &[
+    "subject",
+    "betreff",
+    "objet",
+    "asunto",
+    "assunto",
+    "oggetto",
+    "onderwerp",
+    "ämne",
+    "emne",
+];
+/// Gmail and Apple Mail write the date; Outlook writes when it was sent.
+const DATE_KEYS: &[&str] = &[
+    "date",
+    "sent",
+    "datum",
+    "gesendet",
+    "envoyé",
+    "enviado el",
+    "enviado",
+    "fecha",
+    "enviada",
+    "data",
+    "inviato",
+    "verzonden",
+    "skickat",
+    "sendt",
+];
+
+/// Drops `>` quoting and the whitespace around a line.
 fn strip_quoting(line: &str) -> &str {
     line.trim_start_matches(|c: char| c == '>' || c.is_whitespace())
         .trim_end()
 }
 
-fn header_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+/// The value of a `Key: value` line whose key is one of `keys` (lowercase), ignoring case, the
+/// `*bold*` marks plain-text Outlook puts around keys, and the space French typography puts
+/// before the colon ("De :", often non-breaking). This runs for every line of a body, so a line
+/// without a colon near its start is turned away before any key is compared.
+fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
+    const LONGEST_KEY: usize = 16;
     let line = line.strip_prefix('*').unwrap_or(line);
-    let head = line.get(..key.len())?;
-    if !head.eq_ignore_ascii_case(key) {
+    let colon = line.bytes().take(LONGEST_KEY).position(|b| b == b':')?;
+    let key = line[..colon].trim_end_matches(['*', ' ', '\u{a0}', '\u{202f}']);
+    let known = keys
+        .iter()
+        .any(|k| key.chars().flat_map(char::to_lowercase).eq(k.chars()));
+    if !known {
         return None;
     }
-    let rest = &line[key.len()..];
-    let rest = rest.strip_prefix('*').unwrap_or(rest);
-    let rest = rest.strip_prefix(':')?;
-    let rest = rest.strip_prefix('*').unwrap_or(rest);
-    Some(rest.trim())
+    let rest = &line[colon + 1..];
+    Some(rest.strip_prefix('*').unwrap_or(rest).trim())
 }
 
 /// The first thing in `text` shaped like an email address, lowercased.
@@ -101,7 +142,8 @@ pub fn first_address(text: &str) -> Option<String> {
 }
 
 /// Dates as forwarding clients print them: RFC 2822, `Fri, Mar 1, 2024 at 3:04 PM` (Gmail),
-/// `Friday, March 1, 2024 3:04 PM` (Outlook), `March 1, 2024 at 3:04:05 PM PST` (Apple Mail).
+/// `Friday, March 1, 2024 3:04 PM` (Outlook), `March 1, 2024 at 3:04:05 PM PST` (Apple Mail),
+/// `14 June 2024 at 12:20:30 BST` (Apple Mail, British English).
 /// Without a zone the time is the forwarder's local time and stays naive.
 pub fn parse_loose_date(text: &str) -> Option<MessageTime> {
     let text = text.trim();
@@ -120,7 +162,7 @@ pub fn parse_loose_date(text: &str) -> Option<MessageTime> {
     if words.first().is_some_and(|w| is_weekday(w)) {
         words.remove(0);
     }
-    let offset_hours = words.last().and_then(|w| us_zone_offset(w));
+    let offset_hours = words.last().and_then(|w| zone_offset(w));
     if offset_hours.is_some() {
         words.pop();
     }
@@ -132,6 +174,8 @@ pub fn parse_loose_date(text: &str) -> Option<MessageTime> {
         "%B %d %Y %I:%M %p",
         "%d %b %Y %H:%M:%S",
         "%d %b %Y %H:%M",
+        "%d %B %Y %H:%M:%S",
+        "%d %B %Y %H:%M",
         "%Y-%m-%d %H:%M:%S",
         "%Y-%m-%d %H:%M",
     ];
@@ -164,9 +208,12 @@ fn is_weekday(word: &str) -> bool {
     DAYS.iter().any(|d| w.starts_with(d)) && w.len() <= 9 && w.chars().all(|c| c.is_alphabetic())
 }
 
-fn us_zone_offset(word: &str) -> Option<i32> {
+/// US zones, and the European ones Apple Mail prints in British English ("12:20:30 BST").
+fn zone_offset(word: &str) -> Option<i32> {
     Some(match word.to_ascii_uppercase().as_str() {
         "UTC" | "GMT" => 0,
+        "BST" | "CET" => 1,
+        "CEST" => 2,
         "EST" => -5,
         "EDT" | "AST" => -4,
         "CST" => -6,
@@ -216,6 +263,99 @@ mod tests {
         let env = find_forwarded_header(chain).unwrap().into_envelope();
         assert_eq!(env.from.as_deref(), Some("venmo@venmo.com"));
         assert!(find_forwarded_header("From: a@b.c\nnothing else").is_none());
+    }
+
+    #[test]
+    fn localized_outlook_and_apple_blocks_are_found() {
+        let german = "________________________________\nVon: PayPal <service@paypal.de>\nGesendet: Freitag, 13. September 2024 03:05\nAn: Alex\nBetreff: Sie haben eine Zahlung gesendet\n";
+        let h = find_forwarded_header(german).unwrap();
+        assert_eq!(h.subject, "Sie haben eine Zahlung gesendet");
+        let env = h.into_envelope();
+        assert_eq!(env.from.as_deref(), Some("service@paypal.de"));
+        // A date in German is not read; the message is dated as if none were printed.
+        assert_eq!(env.date, None);
+
+        // French puts a space, often non-breaking, before the colon.
+        let french = "De\u{a0}: Cash App <cash@square.com>\nEnvoyé : vendredi 1 mars 2024 15:04\nÀ : Alex\nObjet : Jordan Lee sent you $25\n";
+        let env = find_forwarded_header(french).unwrap().into_envelope();
+        assert_eq!(env.from.as_deref(), Some("cash@square.com"));
+        assert_eq!(env.subject, "Jordan Lee sent you $25");
+
+        let spanish = "De: Splitwise <hello@splitwise.com>\nEnviado el: viernes, 1 de marzo de 2024 15:04\nPara: Alex\nAsunto: Jordan L. paid you $30.00\n";
+        let env = find_forwarded_header(spanish).unwrap().into_envelope();
+        assert_eq!(env.from.as_deref(), Some("hello@splitwise.com"));
+        assert_eq!(env.subject, "Jordan L. paid you $30.00");
+
+        let apple_german = "Anfang der weitergeleiteten Nachricht:\n\nVon: Apple <no_reply@email.apple.com>\nBetreff: You sent $40.00 to Morgan Ellis\nDatum: 12. September 2024 um 18:05:44 MESZ\nAn: alex@example.com\n";
+        let env = find_forwarded_header(apple_german).unwrap().into_envelope();
+        assert_eq!(env.from.as_deref(), Some("no_reply@email.apple.com"));
+
+        // Outlook in British English: day first, 24-hour clock, no zone.
+        let outlook_uk = "From: PayPal <service@paypal.co.uk>\nSent: Friday, 14 June 2024 12:20\nSubject: Receipt\n";
+        let env = find_forwarded_header(outlook_uk).unwrap().into_envelope();
+        assert_eq!(
+            env.date,
+            Some(MessageTime::Local(
+                NaiveDateTime::parse_from_str("2024-06-14 12:20", "%Y-%m-%d %H:%M").unwrap()
+            ))
+        );
+
+        let british = "From: PayPal <service@paypal.co.uk>\nSubject: Receipt\nDate: 14 June 2024 at 12:20:30 BST\n";
+        let env = find_forwarded_header(british).unwrap().into_envelope();
+        assert_eq!(
+            env.date.unwrap().utc().unwrap().to_rfc3339(),
+            "2024-06-14T11:20:30+00:00"
+        );
+    }
+
+    #[test]
+    fn outlook_and_gmail_sender_variants() {
+        // Outlook with no display name, and Outlook's plain text with the mailto it appends.
+        for from in [
+            "cash@square.com",
+            "Cash App <cash@square.com<mailto:cash@square.com>>",
+            "\"cash@square.com\" <cash@square.com>",
+            // Gmail's plain text marks the bold sender name with asterisks.
+            "*Cash App* <cash@square.com>",
+        ] {
+            let block = format!(
+                "From: {from}\nSent: Friday, March 1, 2024 3:04 PM\nTo: Alex\nSubject: x\n"
+            );
+            let env = find_forwarded_header(&block).unwrap().into_envelope();
+            assert_eq!(env.from.as_deref(), Some("cash@square.com"), "{from}");
+        }
+        // Keys that merely start like a sender key are not one.
+        assert!(
+            find_forwarded_header("Description: a@b.c\nSubject: x\nDate: Mar 1, 2024").is_none()
+        );
+    }
+
+    /// Each client's HTML-only forward, as rendered for rules, names the original.
+    #[test]
+    fn html_only_forwards_of_each_client() {
+        let html_message = |html: &str| {
+            format!("From: Alex <alex@example.com>\r\nSubject: Fwd: x\r\nDate: Sat, 02 Mar 2024 10:00:00 +0000\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}")
+        };
+        let gmail = r##"<div dir="ltr"><div class="gmail_quote"><div dir="ltr" class="gmail_attr">---------- Forwarded message ---------<br>From: <strong class="gmail_sendername" dir="auto">Cash App</strong> <span dir="auto">&lt;<a href="mailto:cash@square.com">cash@square.com</a>&gt;</span><br>Date: Fri, Mar 1, 2024 at 3:04 PM<br>Subject: Jordan Lee sent you $25<br>To:  &lt;<a href="mailto:alex@example.com">alex@example.com</a>&gt;<br></div><br><p>$25.00</p></div></div>"##;
+        let outlook_web = r##"<hr style="display:inline-block;width:98%"><div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif" style="font-size:11pt" color="#000000"><b>From:</b> cash@square.com<br><b>Sent:</b> Friday, March 1, 2024 3:04 PM<br><b>To:</b> Alex Rivera &lt;alex@example.com&gt;<br><b>Subject:</b> Jordan Lee sent you $25</font><div>&nbsp;</div></div><p>$25.00</p>"##;
+        let outlook_desktop = r##"<div style="border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0in 0in 0in"><p class="MsoNormal"><b>From:</b> Cash App &lt;cash@square.com&gt; <br><b>Sent:</b> Friday, March 1, 2024 3:04 PM<br><b>To:</b> Alex Rivera &lt;alex@example.com&gt;<br><b>Subject:</b> Jordan Lee sent you $25<o:p></o:p></p></div>"##;
+        let apple = r##"<blockquote type="cite"><div>Begin forwarded message:</div><br class="Apple-interchange-newline"><div style="margin: 0px;"><span style="color:rgba(0, 0, 0, 1.0);"><b>From: </b></span><span>Cash App &lt;<a href="mailto:cash@square.com">cash@square.com</a>&gt;<br></span></div><div style="margin: 0px;"><span><b>Subject: </b></span><span><b>Jordan Lee sent you $25</b><br></span></div><div style="margin: 0px;"><span><b>Date: </b></span><span>March 1, 2024 at 3:04:05 PM PST<br></span></div><br><div><p>$25.00</p></div></blockquote>"##;
+        for (client, html) in [
+            ("gmail", gmail),
+            ("outlook web", outlook_web),
+            ("outlook desktop", outlook_desktop),
+            ("apple mail", apple),
+        ] {
+            let email = crate::message::Email::parse(html_message(html).as_bytes()).unwrap();
+            let original = email.original_envelope().expect(client);
+            assert_eq!(
+                original.from.as_deref(),
+                Some("cash@square.com"),
+                "{client}"
+            );
+            assert_eq!(original.subject, "Jordan Lee sent you $25", "{client}");
+            assert!(original.date.is_some(), "{client}");
+        }
     }
 
     #[test]

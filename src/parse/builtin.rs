@@ -2,13 +2,17 @@
 //! `parsers/`; a test checks this list and that folder agree.
 
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("applecash", include_str!("../../parsers/applecash.toml")),
     (
         "bankofamerica",
         include_str!("../../parsers/bankofamerica.toml"),
     ),
     ("bunq", include_str!("../../parsers/bunq.toml")),
+    ("cashapp", include_str!("../../parsers/cashapp.toml")),
     ("chase", include_str!("../../parsers/chase.toml")),
     ("monzo", include_str!("../../parsers/monzo.toml")),
+    ("paypal", include_str!("../../parsers/paypal.toml")),
+    ("splitwise", include_str!("../../parsers/splitwise.toml")),
     ("starling", include_str!("../../parsers/starling.toml")),
     ("up", include_str!("../../parsers/up.toml")),
     ("venmo", include_str!("../../parsers/venmo.toml")),
