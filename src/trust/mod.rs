@@ -179,7 +179,8 @@ type KeyAnswer = Result<Vec<String>, DnsError>;
 /// One check's key answers, and when it must stop waiting for more.
 struct Lookups {
     answers: HashMap<String, KeyAnswer>,
-    deadline: Instant,
+    /// On tokio's clock, like the time-outs it bounds.
+    deadline: tokio::time::Instant,
 }
 
 /// DKIM signatures checked per message, from the top (the most recent): enough for a sender's
@@ -206,7 +207,7 @@ impl Trust {
 
     /// The key record at `name`: cached, or looked up within `dns_timeout_secs` and before
     /// `deadline`.
-    async fn key(&self, name: &str, deadline: Instant) -> KeyAnswer {
+    async fn key(&self, name: &str, deadline: tokio::time::Instant) -> KeyAnswer {
         let cached = self
             .key_cache()
             .get(name)
@@ -217,7 +218,7 @@ impl Trust {
         }
         let limit = self
             .lookup_timeout()
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let answer = tokio::time::timeout(limit, self.resolver.txt(name))
             .await
             .unwrap_or_else(|_| {
@@ -271,7 +272,7 @@ impl Trust {
         // look-ups' time: what is not answered by then is a temperror.
         let mut keys = Lookups {
             answers: HashMap::new(),
-            deadline: Instant::now() + 2 * self.lookup_timeout(),
+            deadline: tokio::time::Instant::now() + 2 * self.lookup_timeout(),
         };
         let sender_domain = pending.sender.as_deref().map(domain_of);
         let mut dkim = Vec::new();

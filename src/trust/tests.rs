@@ -299,7 +299,9 @@ async fn a_dns_temporary_failure_is_rejected_for_now_and_says_so() {
     );
 }
 
-#[tokio::test]
+// Paused time: the deadline is measured on tokio's clock, so a slow debug build or a busy
+// machine (CPU time spent hashing and parsing) cannot make the test flaky.
+#[tokio::test(start_paused = true)]
 async fn a_resolver_that_never_answers_times_out_as_temperror() {
     struct Hangs;
     impl dns::TxtResolver for Hangs {
@@ -315,7 +317,7 @@ async fn a_resolver_that_never_answers_times_out_as_temperror() {
     for selector in ["a", "b", "c", "d", "e"] {
         signed = dkim_sign(&signed, "venmo.com", selector, Signer::Rsa);
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (verdict, decision) = judge(&trust, &signed).await;
     assert_eq!(verdict.dkim.len(), 5);
     assert!(
@@ -324,7 +326,7 @@ async fn a_resolver_that_never_answers_times_out_as_temperror() {
     );
     assert!(decision.rejection.unwrap().contains("temperror"));
     let took = started.elapsed();
-    assert!(took < std::time::Duration::from_millis(2_900), "{took:?}");
+    assert!(took <= std::time::Duration::from_millis(2_100), "{took:?}");
 }
 
 #[tokio::test]
