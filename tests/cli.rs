@@ -457,3 +457,35 @@ fn builtin_plugins_line() -> String {
     ids.sort_unstable();
     format!("ok: {} plugins: {}", ids.len(), ids.join(", "))
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // `inspect` prints the decoded text; 400 KB of it cannot fit a pipe's buffer, so writing
+    // must meet the closed pipe however fast the child is.
+    let body = "Jordan paid you $5.00 for lunch.\n".repeat(12_000);
+    let mail = format!(
+        "From: Venmo <venmo@venmo.com>\r\nTo: you@example.com\r\nSubject: Jordan paid you $5.00\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    );
+    let mut child = bin()
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(mail.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_no_panic(&output);
+    assert!(
+        output.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
