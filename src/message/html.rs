@@ -268,9 +268,8 @@ impl<'a> Tag<'a> {
     /// (ignoring whitespace and ASCII case) says `display:none`, `visibility:hidden`, or
     /// `max-height:0` with `overflow:hidden`. `scratch` is reused between calls.
     fn hides(&self, source: &str, scratch: &mut String) -> bool {
-        // An attribute named `hidden` cannot hide in a tag without those letters; then the
-        // attributes after the first `style` do not matter.
-        let may_be_hidden = contains_ignore_ascii_case(source.as_bytes(), b"hidden");
+        // Every attribute is looked at: mail puts `style` last, so reading past it costs less
+        // than first searching the whole tag for the letters of `hidden`.
         let mut style = None;
         for (name, value) in self.attrs(source) {
             if name.eq_ignore_ascii_case("hidden") {
@@ -278,9 +277,6 @@ impl<'a> Tag<'a> {
             }
             if style.is_none() && name.eq_ignore_ascii_case("style") {
                 style = Some(value);
-                if !may_be_hidden {
-                    break;
-                }
             }
         }
         match style {
@@ -477,7 +473,8 @@ impl LineBuilder {
         }
         let decoded = decode_entities(raw);
         if decoded.is_ascii() {
-            // The same as the loop below, a run of non-space bytes at a time.
+            // The same as the loop below, a run at a time: words joined by single spaces are
+            // already collapsed, so they go in whole.
             let bytes = decoded.as_bytes();
             let mut i = 0;
             while i < bytes.len() {
@@ -487,8 +484,17 @@ impl LineBuilder {
                     continue;
                 }
                 let start = i;
-                while i < bytes.len() && !is_ascii_space(bytes[i]) {
-                    i += 1;
+                loop {
+                    while i < bytes.len() && !is_ascii_space(bytes[i]) {
+                        i += 1;
+                    }
+                    if bytes.get(i) == Some(&b' ')
+                        && bytes.get(i + 1).is_some_and(|&c| !is_ascii_space(c))
+                    {
+                        i += 1;
+                        continue;
+                    }
+                    break;
                 }
                 if self.pending_space {
                     self.line.push(' ');
@@ -586,25 +592,6 @@ fn find_any3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
         .map(|i| at + i)
 }
 
-/// Whether `needle` (lowercase ASCII letters) occurs in `hay`, ignoring ASCII case.
-fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, tail)) = needle.split_first() else {
-        return true;
-    };
-    let upper = first.to_ascii_uppercase();
-    let mut at = 0;
-    while let Some(i) = find_any3(&hay[at..], first, upper, first).map(|i| at + i) {
-        if hay
-            .get(i + 1..i + 1 + tail.len())
-            .is_some_and(|t| t.eq_ignore_ascii_case(tail))
-        {
-            return true;
-        }
-        at = i + 1;
-    }
-    false
-}
-
 /// Where `needle` (ASCII) next starts at or after `from`.
 fn find_from(s: &str, from: usize, needle: &str) -> Option<usize> {
     let (first, tail) = needle.as_bytes().split_first()?;
@@ -642,6 +629,45 @@ mod tests {
     fn blocks_become_lines_and_whitespace_collapses() {
         let r = render("<html><head><title>T</title><style>p{color:red}</style></head><body><table><tr><td>Jane   Doe</td><td>paid\n You</td></tr></table><p>Dinner&nbsp;&amp; drinks</p>x<br>y</body></html>");
         assert_eq!(r.text, "Jane Doe\npaid You\nDinner & drinks\nx\ny");
+    }
+
+    #[test]
+    fn text_collapses_as_a_char_by_char_loop_would() {
+        fn char_by_char(parts: &[String]) -> String {
+            let (mut line, mut pending_space) = (String::new(), false);
+            for c in parts.iter().flat_map(|p| p.chars()) {
+                if c.is_whitespace() {
+                    pending_space = !line.is_empty();
+                } else {
+                    if pending_space {
+                        line.push(' ');
+                        pending_space = false;
+                    }
+                    line.push(c);
+                }
+            }
+            line
+        }
+        let alphabet = ["a", "bc", " ", "  ", "\t", "\n", "\r\n", "."];
+        let mut state = 0x51_7cc1_b727_220au64;
+        for _ in 0..5_000 {
+            let mut parts = Vec::new();
+            for _ in 0..(state % 4 + 1) {
+                let mut part = String::new();
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                for k in 0..(state % 12) {
+                    part.push_str(alphabet[((state >> (k * 3)) % alphabet.len() as u64) as usize]);
+                }
+                parts.push(part);
+            }
+            let mut builder = LineBuilder::default();
+            for part in &parts {
+                builder.push_text(part);
+            }
+            assert_eq!(builder.line, char_by_char(&parts), "{parts:?}");
+        }
     }
 
     #[test]

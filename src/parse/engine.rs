@@ -1,8 +1,6 @@
 //! Applies a compiled rule set to a message: ignore rules, then templates in order; the first
 //! template whose required finders all match builds the transaction.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde_json::Value;
@@ -37,7 +35,35 @@ enum Input<'a> {
     Webhook(&'a Webhook),
 }
 
-type Captures = HashMap<String, String>;
+/// What finders captured, by name; a later capture of a name replaces the earlier one. A rule
+/// set captures a handful of names, so a short list beats hashing each name.
+#[derive(Debug, Default)]
+struct Captures(Vec<(String, String)>);
+
+impl Captures {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn get(&self, name: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, name: &str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
 
 impl Plugin for RuleSet {
     fn id(&self) -> &str {
@@ -301,11 +327,12 @@ fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
             let Some(found) = regex.captures(haystack) else {
                 return false;
             };
-            for name in regex.capture_names().flatten() {
-                if let Some(m) = found.name(name) {
+            // By group index: looking a group up by name hashes the name.
+            for (i, name) in regex.capture_names().enumerate() {
+                if let (Some(name), Some(m)) = (name, found.get(i)) {
                     let value = normalize_space(m.as_str());
                     if !value.is_empty() {
-                        captures.insert(name.to_owned(), value);
+                        captures.insert(name, value);
                     }
                 }
             }
@@ -340,14 +367,14 @@ fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
                 };
                 for name in re.capture_names().flatten() {
                     if let Some(m) = found.name(name) {
-                        captures.insert(name.to_owned(), normalize_space(m.as_str()));
+                        captures.insert(name, normalize_space(m.as_str()));
                     }
                 }
             }
             if let Some(name) = capture {
                 let value = normalize_space(&text);
                 if !value.is_empty() {
-                    captures.insert(name.clone(), value);
+                    captures.insert(name, value);
                 }
             }
             true
@@ -537,7 +564,7 @@ mod tests {
             fill(&segments, &captures).as_deref(),
             Some("Card payment (?)")
         );
-        captures.insert("merchant".into(), "Cafe".into());
+        captures.insert("merchant", "Cafe".into());
         assert_eq!(fill(&segments, &captures).as_deref(), Some("Cafe (?)"));
         let no_default = crate::parse::rules::parse_segments("{merchant}").unwrap();
         assert_eq!(fill(&no_default, &Captures::new()), None);

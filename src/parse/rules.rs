@@ -977,6 +977,18 @@ pub fn parse_segments(text: &str) -> Result<Vec<Segment>, String> {
 
 /// Trims and collapses runs of whitespace to one space.
 pub fn normalize_space(text: &str) -> String {
+    // Most captures are already normal: ASCII with single spaces between words. Copy those.
+    let b = text.as_bytes();
+    let already_normal = text.is_ascii()
+        && b.first().is_none_or(|&c| c != b' ')
+        && b.last().is_none_or(|&c| c != b' ')
+        && !b
+            .iter()
+            .any(|&c| matches!(c, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
+        && !b.windows(2).any(|w| w == b"  ");
+    if already_normal {
+        return text.to_owned();
+    }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -1000,6 +1012,35 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
             .into_iter()
             .map(|e| e.to_string())
             .collect()
+    }
+
+    #[test]
+    fn space_normalizes_as_split_and_join_would() {
+        for text in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "a b",
+            "a  b",
+            "a\tb",
+            "a\nb",
+            "a\x0Bb",
+            "a\x0Cb",
+            "a\rb",
+            "Jos\u{e9} Ram\u{ed}rez",
+            "a\u{a0}b",
+            "a\u{2003}b",
+            "a \u{85}b",
+            "\u{1F600} note",
+        ] {
+            assert_eq!(
+                normalize_space(text),
+                text.split_whitespace().collect::<Vec<_>>().join(" "),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
