@@ -36,6 +36,7 @@ fn transaction(external_id: &str, amount: &str, currency: &str) -> Transaction {
         account: None,
         balance: None,
         plugin: "venmo".into(),
+        void: false,
     }
 }
 
