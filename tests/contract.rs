@@ -141,6 +141,12 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
         client.update(124, &minimal).await,
     );
 
+    // A delivered transaction its bank voided (a reversed authorisation): 204, no body.
+    expect_valid(
+        "DELETE /v2/transactions/{id}",
+        client.delete(2112140361).await,
+    );
+
     // Balances reported by a bank.
     let balance = Money::new(Amount::parse_plain("1234.56", None).unwrap(), "usd");
     expect_valid(
