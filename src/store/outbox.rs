@@ -5,6 +5,8 @@
 //! (`claimed_until`) → `delivered`, or back to `pending` with a later `next_attempt_at`
 //! (`mark_retry`), or `dead` (`mark_dead`, the dead letter; `replay` makes it pending again), or
 //! `fetched` (a Plaid-linked source: a Plaid fetch was triggered instead of an insert; `plaid.rs`).
+//! A void from the bank (see `reconcile`) ends a row `voided` (never sent), or, once delivered,
+//! makes it pending with a void body, which the worker deletes from Lunch Money: `deleted`.
 //! A claim is only a lease: when it runs out (the worker died or restarted mid-delivery) the row
 //! is claimable again, so delivery is at least once; Lunch Money's `external_id` dedupe makes a
 //! repeat harmless.
