@@ -635,3 +635,44 @@ async fn up_transaction_deleted_deletes_the_held_payment() {
     app.stop().await;
     api.handle.stop(true).await;
 }
+
+/// API v1 has no delete: the voided transaction is dead-lettered with the id to delete by hand,
+/// and nothing else is asked of Lunch Money.
+#[tokio::test]
+async fn on_api_v1_a_delivered_void_is_a_dead_letter_naming_the_id() {
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    let deliver = banks_delivering_to(&fake);
+    let app = spawn_app_with(move |s| {
+        deliver(s);
+        s.lunchmoney.api = lm_ingest::settings::ApiVersion::V1;
+    })
+    .await;
+    post_starling(&app, "card-pending").await;
+    let delivered = fake.wait_for_transactions(1, VOID_WAIT).await;
+    let lunchmoney_id = delivered[0].id;
+    post_starling(&app, "card-reversed").await;
+    let store_path = app.store_path();
+    let deadline = std::time::Instant::now() + VOID_WAIT;
+    let dead = loop {
+        let store = lm_ingest::store::Store::open(&store_path).unwrap();
+        let dead = store.transactions_in_state("dead", 10).unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead[0].transaction.external_id, STARLING_PENDING);
+    let error = dead[0].last_error.clone().unwrap();
+    assert!(
+        error.contains("API v1 cannot delete")
+            && error.contains(&format!("transaction {lunchmoney_id} by hand")),
+        "{error}"
+    );
+    assert_eq!(fake.transactions().len(), 1, "still in Lunch Money");
+    assert!(
+        fake.requests().iter().all(|r| r.method != "DELETE"),
+        "no request v1 cannot serve"
+    );
+    app.stop().await;
+}
