@@ -1040,39 +1040,6 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
     }
 
     #[test]
-    fn a_void_template_needs_an_id_and_carries_no_amount() {
-        let void = |extra: &str| {
-            format!(
-                "kind = \"webhook\"\n[[template]]\nname = \"v\"\naction = \"void\"\nrequire = [{{ pointer = \"/status\", equals = [\"REVERSED\"] }}{extra}]\n"
-            )
-        };
-        let rules = compile(
-            "x.toml",
-            "x",
-            &void(", { pointer = \"/uid\", capture = \"id\" }"),
-        )
-        .unwrap();
-        assert_eq!(rules.templates[0].action, Action::Void);
-        assert!(rules.templates[0].fields.amount.is_empty());
-        let errs = errors(&void(""));
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("template[0].fields.id: nothing captures `id`")),
-            "{errs:?}"
-        );
-        let errs = errors(&void(", { pointer = \"/uid\", capture = \"id\" }").replace(
-            "action = \"void\"",
-            "action = \"void\"\nfields = { amount = \"1\" }",
-        ));
-        assert!(
-            errs.iter().any(|e| e.contains(
-                "template[0].fields.amount: a void template names only the transaction it voids"
-            )),
-            "{errs:?}"
-        );
-    }
-
-    #[test]
     fn minimal_file_compiles_with_defaults() {
         let rules = compile("x.toml", "x", MINIMAL).unwrap();
         assert_eq!(rules.currency, "usd");
@@ -1229,5 +1196,38 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
             )]
         );
         assert!(parse_segments("{'a'|b}").is_err(), "the default comes last");
+    }
+
+    #[test]
+    fn a_void_template_needs_an_id_and_carries_no_amount() {
+        let void = |extra: &str| {
+            format!(
+                "kind = \"webhook\"\n[[template]]\nname = \"v\"\naction = \"void\"\nrequire = [{{ pointer = \"/status\", equals = [\"REVERSED\"] }}{extra}]\n"
+            )
+        };
+        let rules = compile(
+            "x.toml",
+            "x",
+            &void(", { pointer = \"/uid\", capture = \"id\" }"),
+        )
+        .unwrap();
+        assert_eq!(rules.templates[0].action, Action::Void);
+        assert!(rules.templates[0].fields.amount.is_empty());
+        let errs = errors(&void(""));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("template[0].fields.id: nothing captures `id`")),
+            "{errs:?}"
+        );
+        let errs = errors(&void(", { pointer = \"/uid\", capture = \"id\" }").replace(
+            "action = \"void\"",
+            "action = \"void\"\nfields = { amount = \"1\" }",
+        ));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "template[0].fields.amount: a void template names only the transaction it voids"
+            )),
+            "{errs:?}"
+        );
     }
 }
