@@ -36,6 +36,16 @@ pub fn outbox_report(
         .transactions_in_state("pending", LISTED)?
         .into_iter()
         .map(|t| {
+            if t.transaction.void {
+                return json!({
+                    "id": t.id,
+                    "attempts": t.attempts,
+                    "next_attempt_at": t.next_attempt_at,
+                    "error": t.last_error,
+                    "external_id": t.transaction.external_id,
+                    "would_delete": t.lunchmoney_id,
+                });
+            }
             let mapping = settings.lunchmoney.mapping(&t.transaction.plugin);
             if let Some(plaid) = mapping.plaid_target(t.transaction.account.as_deref()) {
                 return json!({
@@ -76,7 +86,7 @@ pub fn outbox_report(
         .collect();
     Ok(json!({
         "dry_run": settings.dry_run(),
-        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "fetched": summary.fetched, "claimed": summary.claimed},
+        "counts": {"pending": summary.pending, "delivered": summary.delivered, "dead": summary.dead, "fetched": summary.fetched, "voided": summary.voided, "deleted": summary.deleted, "claimed": summary.claimed},
         "oldest_pending": summary.oldest_pending,
         "next_attempt": summary.next_attempt,
         "last_error": summary.last_error.map(|(id, at, error)| json!({"transaction": id, "at": at, "error": error})),
@@ -425,6 +435,7 @@ pub async fn check_lunchmoney(
             account: None,
             balance: None,
             plugin: source.to_owned(),
+            void: false,
         };
         let without_tags = crate::settings::SourceMapping {
             tags: Vec::new(),

@@ -31,6 +31,12 @@ pub struct Transaction {
     /// The plugin that produced it; carried on the outcome in `parse` output.
     #[serde(skip_serializing, default)]
     pub plugin: String,
+    /// Not a transaction but the news that the one with this `external_id` is void (a card
+    /// authorisation reversed or expired): only `external_id` (and `date`, the day of the news)
+    /// mean anything; the amount is zero. The store never sends it as an insert (see
+    /// `store::outbox::reconcile`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub void: bool,
 }
 
 /// `<plugin>:<id>` when it fits in Lunch Money's 75 characters, otherwise

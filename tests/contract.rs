@@ -36,6 +36,7 @@ fn transaction(external_id: &str, amount: &str, currency: &str) -> Transaction {
         account: None,
         balance: None,
         plugin: "venmo".into(),
+        void: false,
     }
 }
 
@@ -138,6 +139,12 @@ async fn every_request_the_client_makes_validates_against_the_v2_spec() {
     expect_valid(
         "PUT /v2/transactions/{id} without payee or notes",
         client.update(124, &minimal).await,
+    );
+
+    // A delivered transaction its bank voided (a reversed authorisation): 204, no body.
+    expect_valid(
+        "DELETE /v2/transactions/{id}",
+        client.delete(2112140361).await,
     );
 
     // Balances reported by a bank.

@@ -453,3 +453,226 @@ async fn the_outbox_shows_the_account_a_banks_own_account_maps_to() {
         "{report}"
     );
 }
+
+// ---- voids: a reversed or deleted pending authorisation -------------------------------------
+
+/// `card-pending`'s feed item, which `card-reversed` voids.
+const STARLING_PENDING: &str = "starling:1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+const VOID_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The bank settings of [`banks`], delivering to `fake` (Starling and Up into "Checking").
+fn banks_delivering_to(
+    fake: &support::fake_lunchmoney::FakeHandle,
+) -> impl FnOnce(&mut lm_ingest::settings::Settings) + '_ {
+    use lm_ingest::settings::{NameOrId, SourceMapping};
+    use support::fake_lunchmoney::seed;
+    move |s| {
+        s.hooks.insert(
+            "starling".into(),
+            HookSettings {
+                scheme: Some(VerifyScheme::Starling),
+                secret: Secret::new(STARLING_SECRET),
+                ..Default::default()
+            },
+        );
+        s.lunchmoney.token = Secret::new(seed::TOKEN);
+        s.lunchmoney.base_url = Some(fake.base_url());
+        s.lunchmoney.max_backoff_secs = 1;
+        for bank in ["starling", "up"] {
+            s.lunchmoney.sources.insert(
+                bank.into(),
+                SourceMapping {
+                    account: Some(NameOrId::Id(seed::CHECKING)),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
+async fn post_starling(app: &TestApp, case: &str) -> Value {
+    let body = bank_fixture("starling", case);
+    let signature = starling_v1_sign(&body);
+    let (status, answer) = post(
+        app,
+        "/hooks/starling",
+        body,
+        Some(("X-Hook-Signature", signature)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+fn state_in(store_path: &std::path::Path, external_id: &str) -> String {
+    let store = lm_ingest::store::Store::open(store_path).unwrap();
+    store
+        .transaction_by_external_id(external_id)
+        .unwrap()
+        .expect("stored")
+        .state
+}
+
+#[tokio::test]
+async fn starling_reversed_before_delivery_is_never_sent() {
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    // Received while delivery is off (no token: a dry run), delivered after a restart.
+    let app = banks().await;
+    post_starling(&app, "card-pending").await;
+    let answer = post_starling(&app, "card-reversed").await;
+    assert_eq!(answer["voided_transactions"], 1, "{answer}");
+    let dir = app.stop().await;
+    let mut settings = settings_for(dir.path());
+    banks_delivering_to(&fake)(&mut settings);
+    let app = spawn_in(dir, settings);
+    // Another feed item, so there is something whose arrival shows the queue was worked.
+    post_starling(&app, "faster-payment-in").await;
+    let delivered = fake.wait_for_transactions(1, VOID_WAIT).await;
+    assert_eq!(delivered.len(), 1);
+    assert!(fake.transaction_by_external_id(STARLING_PENDING).is_none());
+    assert_eq!(fake.request_count("DELETE /v2/transactions/{id}"), 0);
+    let store_path = app.store_path();
+    let _dir = app.stop().await;
+    assert_eq!(state_in(&store_path, STARLING_PENDING), "voided");
+}
+
+#[tokio::test]
+async fn starling_reversed_after_delivery_is_deleted_from_lunch_money() {
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    let app = spawn_app_with(banks_delivering_to(&fake)).await;
+    post_starling(&app, "card-pending").await;
+    let delivered = fake.wait_for_transactions(1, VOID_WAIT).await;
+    assert_eq!(delivered[0].external_id.as_deref(), Some(STARLING_PENDING));
+    let answer = post_starling(&app, "card-reversed").await;
+    assert_eq!(answer["voided_transactions"], 1, "{answer}");
+    assert!(
+        fake.wait_until(VOID_WAIT, |f| f.transactions().is_empty())
+            .await,
+        "still there: {:?}",
+        fake.request_counts()
+    );
+    assert_eq!(fake.request_count("DELETE /v2/transactions/{id}"), 1);
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    let store_path = app.store_path();
+    // The store records the delete once Lunch Money answered; wait for that too.
+    let deadline = std::time::Instant::now() + VOID_WAIT;
+    loop {
+        let summary = lm_ingest::store::Store::open(&store_path)
+            .unwrap()
+            .outbox_summary(chrono::Utc::now())
+            .unwrap();
+        if summary.deleted == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{summary:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _dir = app.stop().await;
+    assert_eq!(state_in(&store_path, STARLING_PENDING), "deleted");
+}
+
+#[tokio::test]
+async fn a_void_that_arrives_before_its_transaction_keeps_it_from_being_sent() {
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    let app = spawn_app_with(banks_delivering_to(&fake)).await;
+    let answer = post_starling(&app, "card-reversed").await;
+    assert_eq!(answer["voided_transactions"], 1, "{answer}");
+    let answer = post_starling(&app, "card-pending").await;
+    assert_eq!(
+        (
+            answer["new_transactions"].clone(),
+            answer["updated_transactions"].clone()
+        ),
+        (0.into(), 0.into()),
+        "{answer}"
+    );
+    post_starling(&app, "faster-payment-in").await;
+    fake.wait_for_transactions(1, VOID_WAIT).await;
+    assert!(fake.transaction_by_external_id(STARLING_PENDING).is_none());
+    assert_eq!(fake.request_count("DELETE /v2/transactions/{id}"), 0);
+    let store_path = app.store_path();
+    let _dir = app.stop().await;
+    assert_eq!(state_in(&store_path, STARLING_PENDING), "voided");
+}
+
+#[tokio::test]
+async fn up_transaction_deleted_deletes_the_held_payment() {
+    let api = up_api();
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    let base = api.base_url.clone();
+    let deliver = banks_delivering_to(&fake);
+    let app = spawn_app_with(move |s| {
+        deliver(s);
+        s.hooks.insert(
+            "up".into(),
+            HookSettings {
+                secret: Secret::new(UP_SECRET),
+                api_token: Secret::new(UP_TOKEN),
+                fetch_base_url: Some(base),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let (status, body) = post_up(&app, &up_fixture("created-held")["event"], UP_SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    fake.wait_for_transactions(1, VOID_WAIT).await;
+    let (status, body) = post_up(&app, &up_fixture("deleted"), UP_SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["voided_transactions"], 1, "{body}");
+    assert!(
+        fake.wait_until(VOID_WAIT, |f| f.transactions().is_empty())
+            .await,
+        "still there: {:?}",
+        fake.request_counts()
+    );
+    assert_eq!(fake.request_count("DELETE /v2/transactions/{id}"), 1);
+    assert_eq!(
+        api.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a deleted transaction is not fetched"
+    );
+    app.stop().await;
+    api.handle.stop(true).await;
+}
+
+/// API v1 has no delete: the voided transaction is dead-lettered with the id to delete by hand,
+/// and nothing else is asked of Lunch Money.
+#[tokio::test]
+async fn on_api_v1_a_delivered_void_is_a_dead_letter_naming_the_id() {
+    let fake = support::fake_lunchmoney::FakeLunchMoney::start();
+    let deliver = banks_delivering_to(&fake);
+    let app = spawn_app_with(move |s| {
+        deliver(s);
+        s.lunchmoney.api = lm_ingest::settings::ApiVersion::V1;
+    })
+    .await;
+    post_starling(&app, "card-pending").await;
+    let delivered = fake.wait_for_transactions(1, VOID_WAIT).await;
+    let lunchmoney_id = delivered[0].id;
+    post_starling(&app, "card-reversed").await;
+    let store_path = app.store_path();
+    let deadline = std::time::Instant::now() + VOID_WAIT;
+    let dead = loop {
+        let store = lm_ingest::store::Store::open(&store_path).unwrap();
+        let dead = store.transactions_in_state("dead", 10).unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead[0].transaction.external_id, STARLING_PENDING);
+    let error = dead[0].last_error.clone().unwrap();
+    assert!(
+        error.contains("API v1 cannot delete")
+            && error.contains(&format!("transaction {lunchmoney_id} by hand")),
+        "{error}"
+    );
+    assert_eq!(fake.transactions().len(), 1, "still in Lunch Money");
+    assert!(
+        fake.requests().iter().all(|r| r.method != "DELETE"),
+        "no request v1 cannot serve"
+    );
+    app.stop().await;
+}

@@ -169,6 +169,17 @@ impl Client {
             .map(drop)
     }
 
+    /// Deletes a transaction we delivered that its bank has since voided
+    /// (`DELETE /v2/transactions/{id}`, 204). A 404 means it is gone already (the user deleted
+    /// it): the goal is met, so it is `Ok`. v1 has no delete; the outbox never calls this there.
+    pub async fn delete(&self, lunchmoney_id: i64) -> Result<(), ApiError> {
+        let path = format!("/v2/transactions/{lunchmoney_id}");
+        match self.send(reqwest::Method::DELETE, &path, None).await {
+            Ok(_) | Err(ApiError::Http { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets a manual account's (v2) or asset's (v1) balance.
     pub async fn update_balance(
         &self,
@@ -604,6 +615,7 @@ mod tests {
                 account: None,
                 balance: None,
                 plugin: "venmo".into(),
+                void: false,
             },
             account_id: Some(7),
             category_id: None,

@@ -12,6 +12,9 @@
 //!   and reports it in `skipped_duplicates`, which counts as delivered.
 //! - A transaction Lunch Money already has (its id is known) and that changed since (a bank's
 //!   pending transaction settling) is sent as an update (PUT), never inserted again.
+//! - A delivered transaction its bank voided (a reversed authorisation) is deleted
+//!   (`DELETE /v2/transactions/{id}`; a 404 means it is gone already). v1 has no delete: it is
+//!   dead-lettered with the Lunch Money id to delete by hand.
 //! - A source whose bank account is linked in Lunch Money through Plaid (`plaid_account_id`) is
 //!   never inserted, which would duplicate what Plaid imports: its transactions trigger a Plaid
 //!   fetch of the account instead and end `fetched`. Lunch Money allows one fetch a minute per
@@ -33,7 +36,7 @@ use super::client::{ApiError, Batch, Client, ItemResult, Outgoing, TOO_EARLY};
 use super::limiter::RateLimiter;
 use super::mapping::Resolver;
 use super::retry::{backoff, decide, Decision, Jitter};
-use crate::settings::{LunchMoneySettings, SourceMapping};
+use crate::settings::{ApiVersion, LunchMoneySettings, SourceMapping};
 use crate::store::{Claimed, FetchSlot, Store};
 
 /// How long a claim holds. Far longer than one delivery round takes, so only a crash lets a
@@ -134,6 +137,16 @@ impl Outbox {
         claimed: Vec<Claimed>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopped> {
+        let (voids, claimed): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|c| c.transaction.void);
+        let mut voids = voids.into_iter();
+        while let Some(void) = voids.next() {
+            if self.void(void, stop).await.is_err() {
+                let unsent = voids.chain(claimed).map(|c| c.id).collect();
+                self.release(unsent).await;
+                return Err(Stopped);
+            }
+        }
         let mut by_source: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
         for c in claimed {
             by_source
@@ -438,6 +451,63 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// Settles a void: deletes the transaction Lunch Money has (v2), or, with nothing to delete
+    /// (no id), records it voided. v1 has no delete: the row is dead-lettered with a message
+    /// naming the Lunch Money transaction to delete by hand (`lm-ingest outbox` lists it).
+    async fn void(&self, claim: Claimed, stop: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
+        let Some(lunchmoney_id) = claim.lunchmoney_id else {
+            if let Err(e) = self.store.mark_void_settled(vec![claim.id], false).await {
+                tracing::error!(error = %e, "outbox: cannot record a void");
+            }
+            return Ok(());
+        };
+        if self.settings.api == ApiVersion::V1 {
+            self.dead(vec![(
+                claim.id,
+                format!(
+                    "voided by its bank, but API v1 cannot delete transactions: delete Lunch Money transaction {lunchmoney_id} by hand"
+                ),
+            )])
+            .await;
+            return Ok(());
+        }
+        tokio::select! {
+            () = self.limiter.acquire() => {}
+            _ = stop.changed() => {
+                self.release(vec![claim.id]).await;
+                return Err(Stopped);
+            }
+        }
+        match self.client.delete(lunchmoney_id).await {
+            Ok(()) => match self.store.mark_void_settled(vec![claim.id], true).await {
+                Ok(()) => tracing::info!(
+                    transaction = claim.id,
+                    lunchmoney_id,
+                    "outbox: voided by its bank; deleted from Lunch Money"
+                ),
+                Err(e) => tracing::error!(error = %e, "outbox: deleted but could not record it"),
+            },
+            Err(error) => match decide(&error) {
+                Decision::Retry { after } => {
+                    if let Some(after) = after {
+                        self.limiter.pause(after);
+                    }
+                    tracing::warn!(transaction = claim.id, error = %error, "outbox: delete failed; will retry");
+                    self.retry_later(vec![claim.id], error.to_string(), claim.attempts, after)
+                        .await;
+                }
+                Decision::Permanent => {
+                    self.dead(vec![(
+                        claim.id,
+                        format!("delete of Lunch Money transaction {lunchmoney_id}: {error}"),
+                    )])
+                    .await
+                }
+            },
+        }
+        Ok(())
     }
 
     /// Sends one update (Lunch Money has no batch update) and records what happened.

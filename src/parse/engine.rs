@@ -6,8 +6,8 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::rules::{
-    normalize_space, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template, Test,
-    DEFAULT_DATE_FORMATS,
+    normalize_space, Action, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template,
+    Test, DEFAULT_DATE_FORMATS,
 };
 use super::{Outcome, Plugin};
 use crate::message::{MessageTime, Webhook};
@@ -181,6 +181,9 @@ impl RuleSet {
         captures: &Captures,
         sent: Option<MessageTime>,
     ) -> Result<Transaction, String> {
+        if template.action == Action::Void {
+            return self.build_void(template, captures, sent);
+        }
         let amount_text = fill(&template.fields.amount, captures).ok_or("no amount captured")?;
         let currency = match fill_opt(&template.fields.currency, captures) {
             Some(text) => normalize_currency(&text)
@@ -199,21 +202,7 @@ impl RuleSet {
             .transpose()
             .map_err(|e| format!("balance: {e}"))?;
         let amount = self.signed(template, amount, captures)?;
-        let date = match fill_opt(&template.fields.date, captures) {
-            Some(text) => {
-                let formats: Vec<&str> = [&template.date_formats, &self.date_formats]
-                    .into_iter()
-                    .find(|f| !f.is_empty())
-                    .map(|f| f.iter().map(String::as_str).collect())
-                    .unwrap_or_else(|| DEFAULT_DATE_FORMATS.to_vec());
-                parse_date(&text, &formats, self.timezone).ok_or_else(|| {
-                    format!("date {text:?} matches none of the formats {formats:?}")
-                })?
-            }
-            None => sent
-                .map(|t| local_date(t, self.timezone))
-                .ok_or("no date captured and the message has no Date")?,
-        };
+        let date = self.date(template, captures, sent)?;
         let money = Money::new(amount, &currency);
         let payee = fill_opt(&template.fields.payee, captures);
         let notes = fill_opt(&template.fields.notes, captures);
@@ -257,6 +246,56 @@ impl RuleSet {
             account,
             balance,
             plugin: self.id.clone(),
+            void: false,
+        })
+    }
+
+    fn date(
+        &self,
+        template: &Template,
+        captures: &Captures,
+        sent: Option<MessageTime>,
+    ) -> Result<NaiveDate, String> {
+        match fill_opt(&template.fields.date, captures) {
+            Some(text) => {
+                let formats: Vec<&str> = [&template.date_formats, &self.date_formats]
+                    .into_iter()
+                    .find(|f| !f.is_empty())
+                    .map(|f| f.iter().map(String::as_str).collect())
+                    .unwrap_or_else(|| DEFAULT_DATE_FORMATS.to_vec());
+                parse_date(&text, &formats, self.timezone)
+                    .ok_or_else(|| format!("date {text:?} matches none of the formats {formats:?}"))
+            }
+            None => sent
+                .map(|t| local_date(t, self.timezone))
+                .ok_or_else(|| "no date captured and the message has no Date".to_owned()),
+        }
+    }
+
+    /// The record of an `action = "void"` template: the voided transaction's `external_id`, the
+    /// date of the news, a zero amount in the plugin's currency, nothing else.
+    fn build_void(
+        &self,
+        template: &Template,
+        captures: &Captures,
+        sent: Option<MessageTime>,
+    ) -> Result<Transaction, String> {
+        let id = fill_opt(&template.fields.id, captures).ok_or("no id captured to void")?;
+        let date = self.date(template, captures, sent)?;
+        let zero = Amount::parse_plain("0", Some(currency_exponent(&self.currency)))
+            .map_err(|e| format!("amount: {e}"))?;
+        Ok(Transaction {
+            date,
+            amount: Money::new(zero, &self.currency),
+            currency: self.currency.clone(),
+            payee: None,
+            notes: None,
+            external_id: external_id(&self.id, &id),
+            tags: Vec::new(),
+            account: None,
+            balance: None,
+            plugin: self.id.clone(),
+            void: true,
         })
     }
 

@@ -117,6 +117,20 @@ struct TemplateSpec {
     date_formats: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    action: Action,
+}
+
+/// What a matching template produces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A transaction to insert (or to update, when its `external_id` was already seen).
+    #[default]
+    Insert,
+    /// The transaction with this `id` is void (a reversed or expired authorisation): a record
+    /// with only the `external_id` (and the date), which withdraws or deletes it.
+    Void,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +288,7 @@ pub struct Template {
     pub sign_from: Option<SignFrom>,
     pub date_formats: Vec<String>,
     pub tags: Vec<String>,
+    pub action: Action,
 }
 
 #[derive(Debug, Clone)]
@@ -791,6 +806,22 @@ impl Compiler<'_> {
             .flat_map(capture_names)
             .chain(shared.iter().cloned())
             .collect();
+        let voids = t.action == Action::Void;
+        if voids {
+            for (name, given) in [
+                ("amount", t.fields.amount.is_some()),
+                ("payee", t.fields.payee.is_some()),
+                ("notes", t.fields.notes.is_some()),
+                ("balance", t.fields.balance.is_some()),
+            ] {
+                if given {
+                    self.err(
+                        &format!("{path}.fields.{name}"),
+                        "a void template names only the transaction it voids (id, date)",
+                    );
+                }
+            }
+        }
         let mut field = |name: &str,
                          written: Option<String>,
                          required: bool|
@@ -827,14 +858,19 @@ impl Compiler<'_> {
             }
         };
         let fields = Fields {
-            amount: field("amount", t.fields.amount, true).unwrap_or_default(),
+            // A void carries no amount; its id is what it is about, so it must have one.
+            amount: if voids {
+                Vec::new()
+            } else {
+                field("amount", t.fields.amount, true).unwrap_or_default()
+            },
             currency: field("currency", t.fields.currency, false),
             date: field("date", t.fields.date, false),
             payee: field("payee", t.fields.payee, false),
             notes: field("notes", t.fields.notes, false),
             account: field("account", t.fields.account, false),
             balance: field("balance", t.fields.balance, false),
-            id: field("id", t.fields.id, false),
+            id: field("id", t.fields.id, voids),
         };
         let sign_from = t.sign_from.map(|s| {
             if !captured.contains(&s.capture) {
@@ -882,6 +918,7 @@ impl Compiler<'_> {
             sign_from,
             date_formats: t.date_formats,
             tags: t.tags,
+            action: t.action,
         }
     }
 }
@@ -1200,5 +1237,38 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
             )]
         );
         assert!(parse_segments("{'a'|b}").is_err(), "the default comes last");
+    }
+
+    #[test]
+    fn a_void_template_needs_an_id_and_carries_no_amount() {
+        let void = |extra: &str| {
+            format!(
+                "kind = \"webhook\"\n[[template]]\nname = \"v\"\naction = \"void\"\nrequire = [{{ pointer = \"/status\", equals = [\"REVERSED\"] }}{extra}]\n"
+            )
+        };
+        let rules = compile(
+            "x.toml",
+            "x",
+            &void(", { pointer = \"/uid\", capture = \"id\" }"),
+        )
+        .unwrap();
+        assert_eq!(rules.templates[0].action, Action::Void);
+        assert!(rules.templates[0].fields.amount.is_empty());
+        let errs = errors(&void(""));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("template[0].fields.id: nothing captures `id`")),
+            "{errs:?}"
+        );
+        let errs = errors(&void(", { pointer = \"/uid\", capture = \"id\" }").replace(
+            "action = \"void\"",
+            "action = \"void\"\nfields = { amount = \"1\" }",
+        ));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "template[0].fields.amount: a void template names only the transaction it voids"
+            )),
+            "{errs:?}"
+        );
     }
 }

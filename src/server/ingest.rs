@@ -166,6 +166,7 @@ impl AppState {
             "transactions": receipt.transactions,
             "new_transactions": receipt.new_transactions,
             "updated_transactions": receipt.updated_transactions,
+            "voided_transactions": receipt.voided_transactions,
         })))
     }
 }

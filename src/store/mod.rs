@@ -197,6 +197,9 @@ pub struct Receipt {
     /// Of those, how many were already stored with other content and were rewritten (an update,
     /// e.g. a settled bank transaction); 0 for duplicates.
     pub updated_transactions: usize,
+    /// Of those, how many were voids recorded (a transaction withdrawn before it was sent, one
+    /// voided before it arrived, or a delete of a delivered one queued); 0 for duplicates.
+    pub voided_transactions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -346,7 +349,12 @@ impl Store {
         self.write_then(
             move |conn| writer::ingest(conn, &message, &parsed_at),
             move |receipt: &Receipt| {
-                if receipt.new_transactions + receipt.updated_transactions > 0 {
+                // A void may have queued a delete; waking for one that did not costs one claim.
+                if receipt.new_transactions
+                    + receipt.updated_transactions
+                    + receipt.voided_transactions
+                    > 0
+                {
                     wake(&queued);
                 }
             },

@@ -5,6 +5,8 @@
 //! (`claimed_until`) → `delivered`, or back to `pending` with a later `next_attempt_at`
 //! (`mark_retry`), or `dead` (`mark_dead`, the dead letter; `replay` makes it pending again), or
 //! `fetched` (a Plaid-linked source: a Plaid fetch was triggered instead of an insert; `plaid.rs`).
+//! A void from the bank (see `reconcile`) ends a row `voided` (never sent), or, once delivered,
+//! makes it pending with a void body, which the worker deletes from Lunch Money: `deleted`.
 //! A claim is only a lease: when it runs out (the worker died or restarted mid-delivery) the row
 //! is claimable again, so delivery is at least once; Lunch Money's `external_id` dedupe makes a
 //! repeat harmless.
@@ -27,7 +29,14 @@ use super::{
 use crate::transaction::Transaction;
 
 /// The transaction states, as stored.
-const STATES: [&str; 4] = ["pending", "delivered", "dead", "fetched"];
+const STATES: [&str; 6] = [
+    "pending",
+    "delivered",
+    "dead",
+    "fetched",
+    "voided",
+    "deleted",
+];
 
 /// A pending transaction leased to the caller by [`Store::claim_pending`].
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +61,10 @@ pub struct OutboxSummary {
     pub dead: u64,
     /// Settled by a Plaid fetch instead of an insert (sources linked through Plaid).
     pub fetched: u64,
+    /// Voided by their bank before they were sent (or before they arrived): never sent.
+    pub voided: u64,
+    /// Delivered, then voided by their bank and deleted from Lunch Money.
+    pub deleted: u64,
     /// Pending with an unexpired claim (being delivered right now).
     pub claimed: u64,
     /// `created_at` of the oldest pending transaction, RFC 3339.
@@ -73,6 +86,9 @@ pub struct ReparseResult {
     pub updated: usize,
     /// Rows whose body is the same.
     pub unchanged: usize,
+    /// Voids recorded (withdrawn before delivery, recorded ahead of their transaction, or a
+    /// delete of a delivered one queued).
+    pub voided: usize,
     /// `external_id`s of delivered rows whose body changed but whose Lunch Money id is unknown
     /// (v1 does not always say it), so Lunch Money cannot be updated: left as they are.
     pub changed_delivered: Vec<String>,
@@ -138,10 +154,42 @@ impl Store {
                  SET state = 'delivered', lunchmoney_id = COALESCE(?2, lunchmoney_id),
                      claimed_until = NULL, last_error = NULL, next_attempt_at = NULL,
                      updated_at = ?3
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state <> 'voided'",
+            )?;
+            // Voided while this insert was in flight: Lunch Money now has it, so with its id it is
+            // pending again, as a delete (its body is the void).
+            let mut to_delete = conn.prepare_cached(
+                "UPDATE transactions
+                 SET state = 'pending', lunchmoney_id = ?2, claimed_until = NULL,
+                     next_attempt_at = ?3, updated_at = ?3
+                 WHERE id = ?1 AND state = 'voided' AND ?2 IS NOT NULL",
             )?;
             for (id, lunchmoney_id) in deliveries {
                 update.execute(params![id, lunchmoney_id, now])?;
+                to_delete.execute(params![id, lunchmoney_id, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Voids settled: `state` = `deleted` (Lunch Money deleted it, or had it no more) or `voided`
+    /// (a void claimed with nothing to delete), no claim, no error, no next attempt.
+    pub async fn mark_void_settled(&self, ids: Vec<i64>, deleted: bool) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let state = if deleted { "deleted" } else { "voided" };
+        self.write(move |conn| {
+            let now = timestamp(Utc::now());
+            let mut update = conn.prepare_cached(
+                "UPDATE transactions
+                 SET state = ?2, claimed_until = NULL, last_error = NULL, next_attempt_at = NULL,
+                     updated_at = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for id in ids {
+                update.execute(params![id, state, now])?;
             }
             Ok(())
         })
@@ -267,7 +315,9 @@ impl Store {
                    (SELECT MIN(created_at) FROM transactions WHERE state = 'pending'),
                    (SELECT MIN(next_attempt_at) FROM transactions WHERE state = 'pending'),
                    e.id, e.updated_at, e.last_error,
-                   (SELECT COUNT(*) FROM transactions WHERE state = 'fetched')
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'fetched'),
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'voided'),
+                   (SELECT COUNT(*) FROM transactions WHERE state = 'deleted')
                  FROM (SELECT 1)
                  LEFT JOIN (SELECT id, updated_at, last_error FROM transactions
                             WHERE last_error IS NOT NULL
@@ -284,6 +334,8 @@ impl Store {
                     delivered: count(1)?,
                     dead: count(2)?,
                     fetched: count(9)?,
+                    voided: count(10)?,
+                    deleted: count(11)?,
                     claimed: count(3)?,
                     oldest_pending: row.get(4)?,
                     next_attempt: row.get(5)?,
@@ -293,8 +345,8 @@ impl Store {
         Ok(summary)
     }
 
-    /// Transactions in `state` (`pending`, `delivered`, `dead` or `fetched`; anything else is
-    /// `InvalidArgument`), oldest first (`created_at`, then id), at most `limit`.
+    /// Transactions in `state` (`pending`, `delivered`, `dead`, `fetched`, `voided` or `deleted`;
+    /// anything else is `InvalidArgument`), oldest first (`created_at`, then id), at most `limit`.
     pub fn transactions_in_state(
         &self,
         state: &str,
@@ -496,6 +548,10 @@ fn reparse(
                 queued |= q;
             }
             Reconciled::ChangedUnreachable => result.changed_delivered.push(t.external_id.clone()),
+            Reconciled::Voided { queued: q } => {
+                result.voided += 1;
+                queued |= q;
+            }
         }
     }
     Ok((result, queued))
@@ -511,12 +567,17 @@ pub(crate) enum Reconciled {
     Rewritten {
         queued: bool,
     },
-    /// Delivered, changed, but with no Lunch Money id to update: left as it is.
+    /// Delivered, changed (or voided), but with no Lunch Money id to update: left as it is.
     ChangedUnreachable,
+    /// A void was recorded; `queued` when a delete of a delivered transaction is now due.
+    Voided {
+        queued: bool,
+    },
 }
 
 /// Stores `t` under its `external_id`, the one rule for ingest and re-parse alike:
 /// - new: inserted pending (an insert);
+/// - voided or deleted before: nothing (a void is final, whatever order the news came in);
 /// - same body: nothing;
 /// - pending: body rewritten (whatever is sent next carries it);
 /// - dead: body rewritten, pending again, attempts reset;
@@ -524,6 +585,8 @@ pub(crate) enum Reconciled {
 ///   an update (PUT) because the id is set: Lunch Money skips a second insert of an
 ///   `external_id`, so a settled or corrected transaction must be an update, never an insert;
 /// - delivered without an id, or fetched through Plaid: left as it is.
+///
+/// A void record (`t.void`, see [`reconcile_void`]) follows its own rule.
 pub(crate) fn reconcile(
     conn: &Connection,
     message_id: i64,
@@ -540,6 +603,9 @@ pub(crate) fn reconcile(
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?;
+    if t.void {
+        return reconcile_void(conn, message_id, t, &body, plugin, now, existing);
+    }
     let Some((id, stored, state, lunchmoney_id)) = existing else {
         conn.prepare_cached(
             "INSERT INTO transactions (message_id, external_id, plugin, body, state,
@@ -549,7 +615,7 @@ pub(crate) fn reconcile(
         .execute(params![message_id, t.external_id, plugin, body, now])?;
         return Ok(Reconciled::New);
     };
-    if same_body(&stored, t)? {
+    if state == "voided" || state == "deleted" || same_body(&stored, t)? {
         return Ok(Reconciled::Unchanged);
     }
     match (state.as_str(), lunchmoney_id) {
@@ -572,6 +638,57 @@ pub(crate) fn reconcile(
             )?
             .execute(params![id, body, plugin, now])?;
             Ok(Reconciled::Rewritten { queued: true })
+        }
+    }
+}
+
+/// Stores the void record `t` (body `body`) over what is stored under its `external_id`:
+/// - nothing yet (the void came first): a `voided` row, so the insert, when it comes, is dropped;
+/// - pending and never delivered, or dead: `voided`, never sent. (A worker that is sending it
+///   right now and gets an id back makes it pending again, for a delete: `mark_delivered`.)
+/// - delivered with a Lunch Money id (or pending an update of one): pending with the void body,
+///   due now, which the outbox sends as a delete;
+/// - delivered without an id, or fetched through Plaid: left as it is (nothing to delete by);
+/// - voided or deleted already: nothing.
+fn reconcile_void(
+    conn: &Connection,
+    message_id: i64,
+    t: &Transaction,
+    body: &str,
+    plugin: &str,
+    now: &str,
+    existing: Option<(i64, String, String, Option<i64>)>,
+) -> Result<Reconciled, StoreError> {
+    let Some((id, _, state, lunchmoney_id)) = existing else {
+        conn.prepare_cached(
+            "INSERT INTO transactions (message_id, external_id, plugin, body, state,
+                                       created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'voided', ?5, ?5)",
+        )?
+        .execute(params![message_id, t.external_id, plugin, body, now])?;
+        return Ok(Reconciled::Voided { queued: false });
+    };
+    match (state.as_str(), lunchmoney_id) {
+        ("voided" | "deleted", _) => Ok(Reconciled::Unchanged),
+        ("delivered", None) | ("fetched", _) => Ok(Reconciled::ChangedUnreachable),
+        ("pending" | "dead", None) => {
+            conn.prepare_cached(
+                "UPDATE transactions
+                 SET body = ?2, state = 'voided', next_attempt_at = NULL, updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, body, now])?;
+            Ok(Reconciled::Voided { queued: false })
+        }
+        _ => {
+            conn.prepare_cached(
+                "UPDATE transactions
+                 SET body = ?2, state = 'pending', attempts = 0, last_error = NULL,
+                     next_attempt_at = ?3, claimed_until = NULL, updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, body, now])?;
+            Ok(Reconciled::Voided { queued: true })
         }
     }
 }

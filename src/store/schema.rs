@@ -133,8 +133,44 @@ CREATE TABLE parse_drift (
 );
 "#;
 
+/// Version 3: voided transactions (a reversed or expired card authorisation).
+///
+/// - `voided`: never sent, never to be sent: the void came before delivery, or before the
+///   transaction itself (webhooks arrive in any order), so a late insert of it is dropped.
+/// - `deleted`: it had been delivered, and Lunch Money has since deleted it at our request.
+///
+/// A delivered transaction being deleted is `pending` with a void body (see
+/// `store::outbox::reconcile`). The table is rebuilt as in version 2 for the wider CHECK.
+const V3: &str = r#"
+CREATE TABLE transactions_v3 (
+  id INTEGER PRIMARY KEY,
+  message_id INTEGER NOT NULL REFERENCES messages(id),
+  external_id TEXT NOT NULL UNIQUE CHECK (length(external_id) BETWEEN 1 AND 75),
+  plugin TEXT NOT NULL,
+  body TEXT NOT NULL CHECK (json_valid(body)),
+  state TEXT NOT NULL DEFAULT 'pending'
+    CHECK (state IN ('pending', 'delivered', 'dead', 'fetched', 'voided', 'deleted')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT,
+  claimed_until TEXT,
+  last_error TEXT,
+  lunchmoney_id INTEGER,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+INSERT INTO transactions_v3 SELECT id, message_id, external_id, plugin, body, state, attempts,
+  next_attempt_at, claimed_until, last_error, lunchmoney_id, created_at, updated_at
+  FROM transactions;
+DROP TABLE transactions;
+ALTER TABLE transactions_v3 RENAME TO transactions;
+CREATE INDEX transactions_by_state ON transactions(state, created_at);
+CREATE INDEX transactions_pending ON transactions(state, next_attempt_at);
+CREATE INDEX transactions_with_error ON transactions(updated_at) WHERE last_error IS NOT NULL;
+CREATE INDEX transactions_by_message ON transactions(message_id);
+"#;
+
 /// Every migration, oldest first. The schema version a build understands is `MIGRATIONS.len()`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 

@@ -20,6 +20,7 @@ fn txn(external_id: &str, minor: i128) -> Transaction {
         account: None,
         balance: None,
         plugin: "venmo".to_owned(),
+        void: false,
     }
 }
 
@@ -132,6 +133,7 @@ async fn a_message_survives_reopening_byte_for_byte() {
             transactions: 2,
             new_transactions: 2,
             updated_transactions: 0,
+            voided_transactions: 0,
         }
     );
     store.close().unwrap();
@@ -211,6 +213,7 @@ async fn duplicates_are_stored_once_and_transactions_queued_once() {
             transactions: 2,
             new_transactions: 0,
             updated_transactions: 0,
+            voided_transactions: 0,
         }
     );
     assert_eq!(total_messages(&store), 1);
@@ -1179,6 +1182,8 @@ async fn outbox_summary_counts_and_times() {
             delivered: 1,
             dead: 1,
             fetched: 0,
+            voided: 0,
+            deleted: 0,
             claimed: 1,
             oldest_pending: Some(created_1.clone()),
             next_attempt: Some(created_1.clone()),
@@ -1209,6 +1214,8 @@ async fn outbox_summary_counts_and_times() {
             delivered: 3,
             dead: 1,
             fetched: 0,
+            voided: 0,
+            deleted: 0,
             claimed: 0,
             oldest_pending: Some(created_2),
             next_attempt: Some(timestamp(t0 + secs(900))),
@@ -1453,6 +1460,7 @@ async fn apply_reparse_reconciles_by_external_id() {
             new: 1,
             updated: 3,
             unchanged: 2,
+            voided: 0,
             changed_delivered: vec!["venmo:v".to_owned()],
         }
     );
@@ -1798,4 +1806,118 @@ async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
         .map(|m| m.len())
         .unwrap_or(0);
     assert_eq!(wal, 0, "close still truncates the WAL");
+}
+
+fn void_of(external_id: &str) -> Transaction {
+    Transaction {
+        amount: Money::new(Amount::from_minor(0, 2), "usd"),
+        payee: None,
+        notes: None,
+        tags: Vec::new(),
+        void: true,
+        ..txn(external_id, 0)
+    }
+}
+
+fn state_of(store: &Store, external_id: &str) -> String {
+    store
+        .transaction_by_external_id(external_id)
+        .unwrap()
+        .expect("stored")
+        .state
+}
+
+/// A void withdraws a transaction not yet sent, is remembered ahead of one not yet seen (so its
+/// late insert is dropped), and turns a delivered one into a due delete.
+#[tokio::test]
+async fn voids_withdraw_forestall_or_delete_by_external_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(&dir);
+    let lease = Duration::from_secs(60);
+
+    // Pending, then voided: never claimed.
+    store
+        .ingest(message("a1", vec![txn("venmo:a", -500)]))
+        .await
+        .unwrap();
+    let receipt = store
+        .ingest(message("a2", vec![void_of("venmo:a")]))
+        .await
+        .unwrap();
+    assert_eq!(receipt.voided_transactions, 1);
+    assert_eq!(state_of(&store, "venmo:a"), "voided");
+
+    // Voided first, then the insert: dropped.
+    store
+        .ingest(message("b1", vec![void_of("venmo:b")]))
+        .await
+        .unwrap();
+    let receipt = store
+        .ingest(message("b2", vec![txn("venmo:b", -700)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (receipt.new_transactions, receipt.updated_transactions),
+        (0, 0)
+    );
+    assert_eq!(state_of(&store, "venmo:b"), "voided");
+    assert!(store
+        .claim_pending(10, lease, Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Delivered with an id, then voided: claimed again as a void carrying the id.
+    store
+        .ingest(message("c1", vec![txn("venmo:c", -900)]))
+        .await
+        .unwrap();
+    let claimed = store.claim_pending(10, lease, Utc::now()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .mark_delivered(vec![(claimed[0].id, Some(4242))])
+        .await
+        .unwrap();
+    store
+        .ingest(message("c2", vec![void_of("venmo:c")]))
+        .await
+        .unwrap();
+    let claimed = store.claim_pending(10, lease, Utc::now()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].transaction.void);
+    assert_eq!(claimed[0].lunchmoney_id, Some(4242));
+    store
+        .mark_void_settled(vec![claimed[0].id], true)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, "venmo:c"), "deleted");
+    // A late repeat of the settled transaction does not bring it back.
+    store
+        .ingest(message("c3", vec![txn("venmo:c", -950)]))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, "venmo:c"), "deleted");
+
+    // Voided while its insert was in flight: the id that comes back makes it a due delete.
+    store
+        .ingest(message("d1", vec![txn("venmo:d", -100)]))
+        .await
+        .unwrap();
+    let claimed = store.claim_pending(10, lease, Utc::now()).await.unwrap();
+    store
+        .ingest(message("d2", vec![void_of("venmo:d")]))
+        .await
+        .unwrap();
+    store
+        .mark_delivered(vec![(claimed[0].id, Some(77))])
+        .await
+        .unwrap();
+    let claimed = store.claim_pending(10, lease, Utc::now()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].transaction.void);
+    assert_eq!(claimed[0].lunchmoney_id, Some(77));
+
+    let summary = store.outbox_summary(Utc::now()).unwrap();
+    assert_eq!((summary.voided, summary.deleted), (2, 1));
+    store.close().unwrap();
 }

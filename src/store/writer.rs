@@ -314,6 +314,7 @@ pub(crate) fn ingest(
             transactions: m.transactions.len(),
             new_transactions: 0,
             updated_transactions: 0,
+            voided_transactions: 0,
         });
     };
     if let Some(note) = &m.drift {
@@ -321,6 +322,7 @@ pub(crate) fn ingest(
     }
     let mut new_transactions = 0;
     let mut updated_transactions = 0;
+    let mut voided_transactions = 0;
     if m.status == MessageStatus::Queued && !m.transactions.is_empty() {
         let now = timestamp(Utc::now());
         for t in &m.transactions {
@@ -332,6 +334,7 @@ pub(crate) fn ingest(
             match reconcile(conn, id, t, plugin, &now)? {
                 Reconciled::New => new_transactions += 1,
                 Reconciled::Rewritten { .. } => updated_transactions += 1,
+                Reconciled::Voided { .. } => voided_transactions += 1,
                 Reconciled::Unchanged | Reconciled::ChangedUnreachable => {}
             }
         }
@@ -343,6 +346,7 @@ pub(crate) fn ingest(
         transactions: m.transactions.len(),
         new_transactions,
         updated_transactions,
+        voided_transactions,
     })
 }
 

@@ -1213,6 +1213,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -1238,7 +1239,10 @@ fn write_reply(stream: &mut TcpStream, reply: &Reply, close: bool) -> io::Result
     if reply.body.is_some() {
         head.push_str("Content-Type: application/json; charset=utf-8\r\n");
     }
-    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    // RFC 9110: a 204 carries no Content-Length.
+    if reply.status != 204 {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -1641,6 +1645,7 @@ impl State {
             ),
             ("POST", ["tags"]) if !is_v1 => self.v2_create_tag(req),
             ("PUT", ["transactions", id]) if !is_v1 => self.v2_update_transaction(req, id),
+            ("DELETE", ["transactions", id]) if !is_v1 => self.v2_delete_transaction(id),
             ("GET", ["assets"]) if is_v1 => Reply::json(
                 200,
                 json!({"assets": self.manual_accounts.iter().map(v1_asset_json).collect::<Vec<_>>()}),
@@ -2551,6 +2556,24 @@ impl State {
         let id = self.create_tag(&name, description);
         let tag = self.tags.iter().find(|t| t.id == id).expect("created");
         Reply::json(201, v2_tag_json(tag))
+    }
+
+    /// `DELETE /v2/transactions/{id}`: 204 and gone, or 404 for an id it does not have (v1 has
+    /// no such route: its 404 is the generic one). The fake keeps no splits or groups, whose
+    /// delete the real API refuses.
+    fn v2_delete_transaction(&mut self, id: &str) -> Reply {
+        let Ok(id) = id.parse::<i64>() else {
+            return v2_one(
+                400,
+                "Request Validation Failure",
+                "Invalid value type for path parameter: 'id'. Expected 'number', received 'string'.",
+            );
+        };
+        let Some(pos) = self.transactions.iter().position(|t| t.id == id) else {
+            return v2_not_found("transaction", &id.to_string());
+        };
+        self.transactions.remove(pos);
+        Reply::empty(204)
     }
 
     fn v2_update_transaction(&mut self, req: &Request, id: &str) -> Reply {
