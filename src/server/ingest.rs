@@ -65,7 +65,8 @@ impl AppState {
         let registry = Arc::clone(&self.registry);
         let body = request.body.clone();
         let source = request.source.clone();
-        let work = move || read(&registry, source.as_deref(), &body, extract);
+        let route = request.route;
+        let work = move || read(&registry, route, source.as_deref(), &body, extract);
         let (outcome, dedupe_key, meta) = if request.body.len() > INLINE_PARSE_LIMIT {
             actix_web::web::block(work)
                 .await
@@ -140,7 +141,7 @@ impl AppState {
 type Read = (Result<Outcome, Malformed>, String, serde_json::Value);
 
 /// Extraction and parsing, on whichever thread the caller chose.
-fn read<F>(registry: &Registry, source: Option<&str>, body: &[u8], extract: F) -> Read
+fn read<F>(registry: &Registry, route: &str, source: Option<&str>, body: &[u8], extract: F) -> Read
 where
     F: FnOnce(&[u8]) -> Result<Extracted, Malformed>,
 {
@@ -156,8 +157,15 @@ where
             };
             (Ok(outcome), extracted.dedupe_key, extracted.meta)
         }
-        // Unreadable input is still kept (once, by its bytes) so it can be looked at.
-        Err(malformed) => (Err(malformed), body_key(body), json!({})),
+        // Unreadable input is still kept (once, by its route and bytes) so it can be looked at.
+        // The route is part of the key: the same bytes may be a good message on another route
+        // (an email without a Message-ID is keyed by its bytes too), which must not be answered
+        // as a duplicate of this rejection.
+        Err(malformed) => (
+            Err(malformed),
+            format!("{route}:{}", body_key(body)),
+            json!({}),
+        ),
     }
 }
 
