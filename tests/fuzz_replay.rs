@@ -95,7 +95,9 @@ fn form_target_over_provider_posts_and_regressions() {
         let email = std::fs::read(file).unwrap();
         let mut input = b"multipart/form-data; boundary=FUZZ\n--FUZZ\r\nContent-Disposition: form-data; name=\"body-mime\"\r\n\r\n".to_vec();
         input.extend_from_slice(&email);
-        input.extend_from_slice(b"\r\n--FUZZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\n");
+        input.extend_from_slice(
+            b"\r\n--FUZZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\n",
+        );
         input.extend_from_slice(&email);
         input.extend_from_slice(b"\r\n--FUZZ--\r\n");
         inputs.push(input);

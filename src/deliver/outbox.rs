@@ -96,8 +96,13 @@ impl Outbox {
         // Money skips an external_id it already has, as after any lease that ran out.)
         match self.store.release_all_claims().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(transactions = n, "outbox: released claims left by a process that stopped mid-delivery"),
-            Err(e) => tracing::error!(error = %e, "outbox: cannot release claims left by a previous process; they expire with their lease"),
+            Ok(n) => tracing::warn!(
+                transactions = n,
+                "outbox: released claims left by a process that stopped mid-delivery"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: cannot release claims left by a previous process; they expire with their lease")
+            }
         }
         while !*stop.borrow() {
             let claimed = match self

@@ -115,7 +115,10 @@ secret = "{QUERY_SECRET}"
                 }
             }
             if let Some(status) = self.process.as_mut().unwrap().try_wait().unwrap() {
-                panic!("lm-ingest exited at start with {status}:\n{}", self.output());
+                panic!(
+                    "lm-ingest exited at start with {status}:\n{}",
+                    self.output()
+                );
             }
             assert!(
                 Instant::now() < deadline,

@@ -157,12 +157,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     );
     let mut senders = Vec::new();
     for _ in 0..8 {
-        let (messages, next, acked, base) = (
-            messages.clone(),
-            next.clone(),
-            acked.clone(),
-            base.clone(),
-        );
+        let (messages, next, acked, base) =
+            (messages.clone(), next.clone(), acked.clone(), base.clone());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -173,7 +169,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
                 let Some(message) = messages.get(i) else {
                     break;
                 };
-                if post_until_acked(&client, &base, message, 3).await {
+                if post_until_acked(&client, &base, message, 6).await {
                     acked[i].store(true, Ordering::SeqCst);
                 }
             }
@@ -198,7 +194,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let load_time = started.elapsed();
 
     // Drain: the outbox empties and nothing is left in flight.
-    let deadline = Instant::now() + Duration::from_secs(if scale.name == "large" { 900 } else { 180 });
+    let deadline =
+        Instant::now() + Duration::from_secs(if scale.name == "large" { 900 } else { 180 });
     loop {
         let report = server.outbox().await;
         let counts = &report["counts"];
@@ -212,7 +209,9 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
 
     let mut delivered: HashMap<String, usize> = HashMap::new();
     for tx in fake.transactions() {
-        *delivered.entry(tx.external_id.unwrap_or_default()).or_default() += 1;
+        *delivered
+            .entry(tx.external_id.unwrap_or_default())
+            .or_default() += 1;
     }
     let (mut acked_count, mut lost, mut duplicated, mut unacked_delivered) = (0, 0, 0, 0);
     for (i, message) in messages.iter().enumerate() {
@@ -228,7 +227,10 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         }
         if copies > 1 {
             duplicated += 1;
-            eprintln!("duplicated x{copies}: message {i} ({})", message.external_id);
+            eprintln!(
+                "duplicated x{copies}: message {i} ({})",
+                message.external_id
+            );
         }
     }
     let strangers = delivered
@@ -254,9 +256,15 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     assert_eq!(lost, 0, "acknowledged messages never delivered");
     assert_eq!(duplicated, 0, "messages delivered more than once");
     assert_eq!(strangers, 0, "transactions nobody sent");
-    assert!(violations.is_empty(), "requests that broke the API's rules: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "requests that broke the API's rules: {violations:#?}"
+    );
     assert!(panics.is_empty(), "the server panicked: {panics:#?}");
-    assert!(acked_count > 0, "nothing was acknowledged: the test proved nothing");
+    assert!(
+        acked_count > 0,
+        "nothing was acknowledged: the test proved nothing"
+    );
     server.stop();
 }
 
@@ -312,7 +320,10 @@ async fn claims_left_by_a_killed_server_are_delivered_at_restart_not_after_the_l
         .wait_until(Duration::from_secs(10), |f| f.transactions().len() == 1)
         .await;
     app.stop().await;
-    assert!(arrived, "the claimed transaction was not sent after the restart");
+    assert!(
+        arrived,
+        "the claimed transaction was not sent after the restart"
+    );
     assert_eq!(
         fake.transactions()[0].external_id.as_deref(),
         Some(hook.external_id.as_str())
