@@ -22,9 +22,11 @@ async fn every_transaction_arrives_once_through_500s_cuts_429s_and_latency() {
         .faults(Faults {
             insert_failure_rate: 0.3,
             cut_rate: 0.1,
-            // At least one of each, whatever the dice say.
+            // At least one of each, whatever the dice say and however fast the run drains.
             fail_next_inserts: 1,
             cut_next_inserts: 1,
+            throttle_next: 2,
+            throttle_retry_after_secs: 1,
             slow_rate: 0.1,
             slow_delay: Duration::from_millis(300),
             ..Faults::default()
