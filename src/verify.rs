@@ -546,7 +546,8 @@ fn check_timestamp(timestamp: &str, now: i64, tolerance: i64) -> Result<(), Auth
         .trim()
         .parse()
         .map_err(|_| AuthError::BadSignature)?;
-    if (now - ts).abs() > tolerance {
+    // abs_diff: `now - ts` overflows for timestamps near i64::MIN (a panic in debug builds).
+    if u64::try_from(tolerance).map_or(true, |t| now.abs_diff(ts) > t) {
         return Err(AuthError::Stale(tolerance));
     }
     Ok(())
@@ -633,6 +634,18 @@ mod tests {
             unset.verify(&request(&empty, "", b"")),
             Err(AuthError::Invalid)
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_an_overflow() {
+        // Regression (hostile-input test): `now - i64::MIN` overflowed and panicked.
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            assert!(matches!(
+                check_timestamp(&ts.to_string(), 1_700_000_000, 300),
+                Err(AuthError::Stale(300))
+            ));
+        }
+        assert!(check_timestamp("1700000100", 1_700_000_000, 300).is_ok());
     }
 
     #[test]

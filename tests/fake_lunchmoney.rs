@@ -1756,3 +1756,48 @@ fn dropping_the_handle_stops_the_server_promptly() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn slow_answers_and_injected_faults_are_counted_apart_from_violations() {
+    let fake = FakeLunchMoney::seeded()
+        .slow(1.0, Duration::from_millis(150))
+        .fail_next_inserts(1)
+        .start();
+    let start = Instant::now();
+    assert_eq!(v2_one(&fake, tx("a")).await.status, 500);
+    assert!(start.elapsed() >= Duration::from_millis(150), "slowed");
+    fake.set_slow(0.0, Duration::ZERO);
+    fake.throttle_next(1, 1);
+    assert_eq!(v2_one(&fake, tx("a")).await.status, 429);
+    fake.cut_next_inserts(1);
+    assert!(send_raw_insert_is_cut(&fake).await);
+    assert!(
+        fake.violations().is_empty(),
+        "injected faults are not violations"
+    );
+    assert_eq!(v2_one(&fake, without(tx("b"), "date")).await.status, 400);
+    let injected = fake.injected_faults();
+    assert_eq!(
+        (
+            injected["slow"],
+            injected["500"],
+            injected["429"],
+            injected["cut"]
+        ),
+        (1, 1, 1, 1)
+    );
+    let violations = fake.violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].status, 400);
+}
+
+/// A cut insert: the batch is stored and the connection closes with no answer.
+async fn send_raw_insert_is_cut(fake: &FakeHandle) -> bool {
+    let sent = reqwest::Client::new()
+        .post(fake.url("/v2/transactions"))
+        .bearer_auth(seed::TOKEN)
+        .json(&json!({"transactions": [tx("c")]}))
+        .send()
+        .await;
+    sent.is_err() && fake.transaction_by_external_id("c").is_some()
+}

@@ -101,6 +101,19 @@ impl Outbox {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let signal = self.store.queued_signal();
         tracing::info!(api = ?self.settings.api, base_url = self.settings.base_url(), "outbox worker started");
+        // One server delivers from a store, so a claim found at start was left by a process that
+        // was killed mid-delivery: send those rows now, not when their lease runs out. (Lunch
+        // Money skips an external_id it already has, as after any lease that ran out.)
+        match self.store.release_all_claims().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                transactions = n,
+                "outbox: released claims left by a process that stopped mid-delivery"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: cannot release claims left by a previous process; they expire with their lease")
+            }
+        }
         while !*stop.borrow() {
             let claimed = match self
                 .store

@@ -207,8 +207,17 @@ where
                 pending,
             )
         }
-        // Unreadable input is still kept (once, by its bytes) so it can be looked at.
-        Err(malformed) => (Err(malformed), body_key(body), json!({}), None, None),
+        // Unreadable input is still kept (once, by its route and bytes) so it can be looked at.
+        // The route is part of the key: the same bytes may be a good message on another route
+        // (an email without a Message-ID is keyed by its bytes too), which must not be answered
+        // as a duplicate of this rejection.
+        Err(malformed) => (
+            Err(malformed),
+            format!("{route}:{}", body_key(body)),
+            json!({}),
+            None,
+            None,
+        ),
     }
 }
 

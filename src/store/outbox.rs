@@ -267,6 +267,21 @@ impl Store {
         .await
     }
 
+    /// Gives back every claim still in force: for a worker starting up, when any claim in the
+    /// store was left by a process that died (SIGKILL, OOM kill, power cut) before it could
+    /// release it. Returns how many rows were claimed.
+    pub async fn release_all_claims(&self) -> Result<usize, StoreError> {
+        self.write(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE transactions SET claimed_until = NULL
+                     WHERE state = 'pending' AND claimed_until IS NOT NULL",
+                )?
+                .execute([])?)
+        })
+        .await
+    }
+
     /// Dead letters back to pending: all of them when `ids` is `None`, else those of `ids` that
     /// are dead (others are skipped). They are due now with `attempts` reset to 0; `last_error`
     /// is kept for the record until delivery. Returns how many moved; wakes the worker if any.

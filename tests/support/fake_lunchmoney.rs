@@ -405,6 +405,11 @@ pub struct Faults {
     pub cut_rate: f64,
     /// Wait this long before handling each request.
     pub delay: Duration,
+    /// Wait [`Faults::slow_delay`] (on top of `delay`) before handling a request, with this
+    /// probability per request (seeded RNG): latency that comes and goes.
+    pub slow_rate: f64,
+    /// How long a request picked by `slow_rate` waits.
+    pub slow_delay: Duration,
 }
 
 impl Default for Faults {
@@ -419,6 +424,8 @@ impl Default for Faults {
             cut_next_inserts: 0,
             cut_rate: 0.0,
             delay: Duration::ZERO,
+            slow_rate: 0.0,
+            slow_delay: Duration::from_millis(500),
         }
     }
 }
@@ -631,6 +638,12 @@ impl FakeBuilder {
         self
     }
 
+    pub fn slow(mut self, rate: f64, delay: Duration) -> Self {
+        self.faults.slow_rate = rate;
+        self.faults.slow_delay = delay;
+        self
+    }
+
     pub fn delay(mut self, delay: Duration) -> Self {
         self.faults.delay = delay;
         self
@@ -670,6 +683,7 @@ impl FakeBuilder {
             next_seq: 1,
             counts: BTreeMap::new(),
             rejections: Vec::new(),
+            injected: BTreeMap::new(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -901,6 +915,28 @@ impl FakeHandle {
         self.update_faults(|f| f.delay = delay);
     }
 
+    pub fn set_slow(&self, rate: f64, delay: Duration) {
+        self.update_faults(|f| {
+            f.slow_rate = rate;
+            f.slow_delay = delay;
+        });
+    }
+
+    /// How many times each injected fault fired: `"500"`, `"429"`, `"cut"`, `"slow"`.
+    pub fn injected_faults(&self) -> BTreeMap<&'static str, usize> {
+        self.state().injected.clone()
+    }
+
+    /// Refusals that were not injected faults: requests that broke the API's rules.
+    pub fn violations(&self) -> Vec<Rejection> {
+        self.state()
+            .rejections
+            .iter()
+            .filter(|r| !r.reason.starts_with(INJECTED))
+            .cloned()
+            .collect()
+    }
+
     /// Stops the server now (the same as dropping the handle).
     pub fn shutdown(self) {}
 }
@@ -958,7 +994,11 @@ struct State {
     next_seq: u64,
     counts: BTreeMap<String, usize>,
     rejections: Vec<Rejection>,
+    injected: BTreeMap<&'static str, usize>,
 }
+
+/// How the reason of every injected fault's refusal starts.
+const INJECTED: &str = "injected ";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -1281,7 +1321,16 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
             }
         };
         let seq = record_request(shared, &req);
-        let delay = lock(&shared.state).faults.delay;
+        let delay = {
+            let mut st = lock(&shared.state);
+            let (rate, slow) = (st.faults.slow_rate, st.faults.slow_delay);
+            if st.rng.chance(rate) {
+                *st.injected.entry("slow").or_default() += 1;
+                st.faults.delay + slow
+            } else {
+                st.faults.delay
+            }
+        };
         if !sleep_unless_stopped(shared, delay) {
             break;
         }
@@ -1539,6 +1588,7 @@ impl State {
         if self.faults.throttle_next > 0 {
             self.faults.throttle_next -= 1;
             let secs = self.faults.throttle_retry_after_secs;
+            *self.injected.entry("429").or_default() += 1;
             return self.too_many(is_v1, secs, "injected 429 (throttle_next)");
         }
         if let Some(limit) = self.faults.rate_limit {
@@ -1704,13 +1754,15 @@ impl State {
                 self.rng.chance(p)
             };
             if cut {
+                *self.injected.entry("cut").or_default() += 1;
                 return Reply { cut: true, ..reply };
             }
         }
         reply
     }
 
-    fn injected_500(&self, v1: bool, reason: impl Into<String>) -> Reply {
+    fn injected_500(&mut self, v1: bool, reason: impl Into<String>) -> Reply {
+        *self.injected.entry("500").or_default() += 1;
         let body = if v1 {
             json!({"error": "Internal Server Error"})
         } else {
