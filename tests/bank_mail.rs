@@ -59,16 +59,7 @@ async fn chase_mail_goes_to_the_account_its_last_four_digits_map_to() {
     let declined = post_email(&app, bank_mail("chase", "declined")).await;
     assert_eq!(declined["status"], "ignored", "{declined}");
 
-    let report: Value = app
-        .client
-        .get(app.url("/admin/outbox"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = app.admin_json("/admin/outbox", ADMIN).await;
     let pending = report["pending"].as_array().expect("pending list");
     let account_of = |payee: &str| {
         pending

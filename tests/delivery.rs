@@ -155,16 +155,7 @@ async fn accepted_messages_are_delivered_once_with_their_mapping() {
         .find(|t| t.name == "imported")
         .expect("missing tag created");
     assert!(paid.tag_ids.contains(&imported.id));
-    let check: Value = app
-        .client
-        .get(app.url("/admin/check"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check: Value = app.admin_json("/admin/check", ADMIN).await;
     assert_eq!(check["ok"], true, "{check}");
     let findings = check["findings"].to_string();
     assert!(findings.contains("token accepted"), "{check}");

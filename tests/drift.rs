@@ -91,16 +91,7 @@ async fn unmatched_mail_and_missing_fields_are_counted_per_sender_across_restart
         text.contains(&drift_line("newbank.example", "", "unmatched", "", 2)),
         "{text}"
     );
-    let report: Value = app
-        .client
-        .get(app.url("/admin/outbox"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = app.admin_json("/admin/outbox", ADMIN).await;
     let drift = report["parse_drift"].as_array().unwrap();
     assert!(
         drift

@@ -96,16 +96,7 @@ async fn every_transaction_arrives_once_through_500s_cuts_429s_and_latency() {
     let deadline =
         Instant::now() + Duration::from_secs(if scale.name == "large" { 900 } else { 180 });
     loop {
-        let report: serde_json::Value = app
-            .client
-            .get(app.url("/admin/outbox"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report: serde_json::Value = app.admin_json("/admin/outbox", ADMIN).await;
         let counts = &report["counts"];
         if counts["pending"] == 0 && counts["claimed"] == 0 {
             assert_eq!(counts["dead"], 0, "dead letters: {report}");

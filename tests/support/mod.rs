@@ -49,6 +49,23 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// GETs an admin route (`/admin/outbox`, `/admin/check`) with `token`; its JSON answer.
+    pub async fn admin_json(&self, path: &str, token: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("data/lm-ingest.db")
     }
