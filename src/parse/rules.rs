@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
+use super::prefilter::Required;
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -223,6 +224,8 @@ pub enum Test {
         source: Source,
         header: Option<String>,
         regex: Regex,
+        /// Literals the regex cannot match without; checked first on long sources.
+        required: Required,
     },
     /// A JSON pointer into a webhook body, with an optional test and capture.
     Pointer {
@@ -726,6 +729,7 @@ impl Compiler<'_> {
                     source,
                     header,
                     regex,
+                    required: Required::of(pattern),
                 })
             }
             (None, Some(pointer)) => {
