@@ -155,7 +155,7 @@ mod tests {
             .iter()
             .map(|p| (p, regex::Regex::new(p).unwrap(), Required::of(p)))
             .collect();
-        let mut state = 0x0dd_b1a5_e5bad_5eedu64;
+        let mut state = 0x0ddb_1a5e_5bad_5eed_u64;
         for _ in 0..20_000 {
             state ^= state << 13;
             state ^= state >> 7;
