@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod engine;
+mod prefilter;
 pub mod rules;
 
 use std::path::{Path, PathBuf};

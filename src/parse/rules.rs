@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
+use super::prefilter::Required;
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -237,6 +238,8 @@ pub enum Test {
         source: Source,
         header: Option<String>,
         regex: Regex,
+        /// Literals the regex cannot match without; checked first on long sources.
+        required: Required,
     },
     /// A JSON pointer into a webhook body, with an optional test and capture.
     Pointer {
@@ -306,12 +309,15 @@ pub struct SenderRule {
 
 impl SenderRule {
     pub fn matches(&self, address: &str) -> bool {
-        if self.pattern.contains('@') {
+        // Byte loops rather than `str` searches: both strings are a few dozen bytes, and every
+        // plugin's senders are tried against every email, where the searchers' set-up dominated.
+        if self.pattern.bytes().any(|b| b == b'@') {
             return address == self.pattern;
         }
-        let Some((_, domain)) = address.rsplit_once('@') else {
+        let Some(at) = address.bytes().rposition(|b| b == b'@') else {
             return false;
         };
+        let domain = &address[at + 1..];
         domain == self.pattern
             || domain
                 .strip_suffix(self.pattern.as_str())
@@ -738,6 +744,7 @@ impl Compiler<'_> {
                     source,
                     header,
                     regex,
+                    required: Required::of(pattern),
                 })
             }
             (None, Some(pointer)) => {
