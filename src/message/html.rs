@@ -9,6 +9,9 @@
 
 use std::borrow::Cow;
 
+#[cfg(test)]
+mod before;
+
 /// The visible text and the link targets of an HTML document.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -18,72 +21,51 @@ pub struct Rendered {
     pub links: Vec<String>,
 }
 
-/// Elements whose content is never shown.
-fn is_invisible_element(name: &str) -> bool {
-    matches!(
-        name,
-        "head" | "style" | "script" | "title" | "template" | "noscript"
-    )
+/// What the renderer needs to know about an element, from its lowercase name in one lookup.
+#[derive(Clone, Copy, Default)]
+struct ElementKind {
+    /// Its content is never shown (`head`, `style`, `script`, ...).
+    invisible: bool,
+    /// It starts a new line.
+    block: bool,
+    /// It has no closing tag.
+    void: bool,
 }
 
-/// Elements that start a new line.
-fn is_block(name: &str) -> bool {
-    matches!(
-        name,
-        "address"
-            | "article"
-            | "aside"
-            | "blockquote"
-            | "br"
-            | "center"
-            | "dd"
-            | "div"
-            | "dl"
-            | "dt"
-            | "footer"
-            | "form"
-            | "h1"
-            | "h2"
-            | "h3"
-            | "h4"
-            | "h5"
-            | "h6"
-            | "header"
-            | "hr"
-            | "li"
-            | "ol"
-            | "p"
-            | "pre"
-            | "section"
-            | "table"
-            | "tbody"
-            | "td"
-            | "tfoot"
-            | "th"
-            | "thead"
-            | "tr"
-            | "ul"
-    )
-}
-
-/// Elements with no closing tag.
-fn is_void(name: &str) -> bool {
-    matches!(
-        name,
-        "area"
-            | "base"
-            | "br"
-            | "col"
-            | "embed"
-            | "hr"
-            | "img"
-            | "input"
-            | "link"
-            | "meta"
-            | "source"
-            | "track"
-            | "wbr"
-    )
+impl ElementKind {
+    fn of(name: &str) -> ElementKind {
+        const INVISIBLE: ElementKind = ElementKind {
+            invisible: true,
+            block: false,
+            void: false,
+        };
+        const BLOCK: ElementKind = ElementKind {
+            invisible: false,
+            block: true,
+            void: false,
+        };
+        const VOID: ElementKind = ElementKind {
+            invisible: false,
+            block: false,
+            void: true,
+        };
+        const BLOCK_VOID: ElementKind = ElementKind {
+            invisible: false,
+            block: true,
+            void: true,
+        };
+        match name {
+            "head" | "style" | "script" | "title" | "template" | "noscript" => INVISIBLE,
+            "address" | "article" | "aside" | "blockquote" | "center" | "dd" | "div" | "dl"
+            | "dt" | "footer" | "form" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "header"
+            | "li" | "ol" | "p" | "pre" | "section" | "table" | "tbody" | "td" | "tfoot" | "th"
+            | "thead" | "tr" | "ul" => BLOCK,
+            "br" | "hr" => BLOCK_VOID,
+            "area" | "base" | "col" | "embed" | "img" | "input" | "link" | "meta" | "source"
+            | "track" | "wbr" => VOID,
+            _ => ElementKind::default(),
+        }
+    }
 }
 
 /// How deep we track open elements; deeper nesting is treated as flat rather than refused.
@@ -132,6 +114,7 @@ pub fn render(html: &str) -> Rendered {
         };
         pos = lt + tag.len;
         let name: &str = &tag.name;
+        let kind = ElementKind::of(name);
         if tag.closing {
             if let Some(depth) = stack.iter().rposition(|open| open == name) {
                 stack.truncate(depth);
@@ -139,34 +122,38 @@ pub fn render(html: &str) -> Rendered {
                     hidden_from = None;
                 }
             }
-            if is_block(name) && hidden_from.is_none() {
+            if kind.block && hidden_from.is_none() {
                 line.break_line(&mut out.text);
             }
             continue;
         }
-        if is_invisible_element(name) && !tag.self_closing {
+        if kind.invisible && !tag.self_closing {
             // Skip straight to the matching close tag: these hold no visible markup.
             pos = find_close_tag(html, pos, name)
                 .and_then(|i| find_from(html, i, ">").map(|j| j + 1))
                 .unwrap_or(bytes.len());
             continue;
         }
-        let source = &html[lt..lt + tag.len];
+        let opens = !kind.void && !tag.self_closing && stack.len() < MAX_STACK;
+        let mut hides = false;
         if hidden_from.is_none() {
-            if name == "a" {
-                if let Some(href) = tag.attr(source, "href") {
-                    out.links.push(decode_entities(href.trim()).into_owned());
+            let is_link = name == "a";
+            // One pass over the attributes for everything this tag needs: its link target and
+            // whether it hides its content (only asked of elements that stay open).
+            if is_link || opens {
+                let seen = tag.read_attrs(&html[lt..lt + tag.len]);
+                if is_link {
+                    if let Some(href) = seen.href {
+                        out.links.push(decode_entities(href.trim()).into_owned());
+                    }
                 }
+                hides = opens && seen.hides(&mut style);
             }
-            if is_block(name) {
+            if kind.block {
                 line.break_line(&mut out.text);
             }
         }
-        if is_void(name) || tag.self_closing {
-            continue;
-        }
-        if stack.len() < MAX_STACK {
-            let hides = hidden_from.is_none() && tag.hides(source, &mut style);
+        if opens {
             stack.push(tag.name);
             if hides {
                 hidden_from = Some(stack.len());
@@ -239,12 +226,20 @@ impl<'a> Tag<'a> {
         })
     }
 
-    /// The raw value of attribute `name` (lowercase) in the tag's source text; `Some("")` for a
-    /// bare attribute such as `hidden`.
-    fn attr<'s>(&self, source: &'s str, name: &str) -> Option<&'s str> {
-        self.attrs(source)
-            .find(|(attr_name, _)| attr_name.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
+    /// The attributes the renderer reads, in one pass over the tag's source text: the first
+    /// `href`, whether there is a `hidden` attribute, and the first `style`.
+    fn read_attrs<'s>(&self, source: &'s str) -> SeenAttrs<'s> {
+        let mut seen = SeenAttrs::default();
+        for (name, value) in self.attrs(source) {
+            if seen.href.is_none() && name.eq_ignore_ascii_case("href") {
+                seen.href = Some(value);
+            } else if name.eq_ignore_ascii_case("hidden") {
+                seen.hidden = true;
+            } else if seen.style.is_none() && name.eq_ignore_ascii_case("style") {
+                seen.style = Some(value);
+            }
+        }
+        seen
     }
 
     /// The tag's attributes in source order: raw names and raw values.
@@ -263,23 +258,25 @@ impl<'a> Tag<'a> {
             end,
         }
     }
+}
 
+/// The attributes of one tag that the renderer reads: raw values, not yet entity-decoded.
+#[derive(Default)]
+struct SeenAttrs<'s> {
+    href: Option<&'s str>,
+    hidden: bool,
+    style: Option<&'s str>,
+}
+
+impl SeenAttrs<'_> {
     /// Whether the element is hidden: a `hidden` attribute, or a first `style` attribute that
     /// (ignoring whitespace and ASCII case) says `display:none`, `visibility:hidden`, or
     /// `max-height:0` with `overflow:hidden`. `scratch` is reused between calls.
-    fn hides(&self, source: &str, scratch: &mut String) -> bool {
-        // Every attribute is looked at: mail puts `style` last, so reading past it costs less
-        // than first searching the whole tag for the letters of `hidden`.
-        let mut style = None;
-        for (name, value) in self.attrs(source) {
-            if name.eq_ignore_ascii_case("hidden") {
-                return true;
-            }
-            if style.is_none() && name.eq_ignore_ascii_case("style") {
-                style = Some(value);
-            }
+    fn hides(&self, scratch: &mut String) -> bool {
+        if self.hidden {
+            return true;
         }
-        match style {
+        match self.style {
             None => false,
             Some(style) if style.is_ascii() => style_hides(style),
             Some(style) => {
