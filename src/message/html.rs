@@ -185,7 +185,7 @@ impl<'a> Tag<'a> {
             i += 1;
         }
         let name_start = i;
-        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b':') {
+        while i < b.len() && has_class(b[i], TAG_NAME) {
             i += 1;
         }
         if i == name_start || !b[name_start].is_ascii_alphabetic() {
@@ -408,6 +408,42 @@ fn ends_with_compact(text: &[u8], word: &[u8]) -> bool {
     true
 }
 
+/// Byte classes for the tag and attribute scanners: one table load per byte instead of a chain
+/// of comparisons. `SPACE` is `u8::is_ascii_whitespace` (which, unlike `is_ascii_space`, leaves
+/// out vertical tab), `TAG_NAME` is ASCII alphanumerics, `-` and `:`.
+const SPACE: u8 = 1;
+const SLASH: u8 = 2;
+const EQUALS: u8 = 4;
+const GT: u8 = 8;
+const TAG_NAME: u8 = 16;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_whitespace() {
+            SPACE
+        } else if c == b'/' {
+            SLASH
+        } else if c == b'=' {
+            EQUALS
+        } else if c == b'>' {
+            GT
+        } else if c.is_ascii_alphanumeric() || c == b'-' || c == b':' {
+            TAG_NAME
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+
+fn has_class(byte: u8, class: u8) -> bool {
+    BYTE_CLASS[usize::from(byte)] & class != 0
+}
+
 /// The attributes of a tag's source text, as `(name, value)`; `value` is `""` for a bare
 /// attribute.
 struct Attrs<'s> {
@@ -426,11 +462,11 @@ impl<'s> Iterator for Attrs<'s> {
         if i >= end {
             return None;
         }
-        while i < end && (b[i].is_ascii_whitespace() || b[i] == b'/') {
+        while i < end && has_class(b[i], SPACE | SLASH) {
             i += 1;
         }
         let name_start = i;
-        while i < end && !b[i].is_ascii_whitespace() && !matches!(b[i], b'=' | b'>' | b'/') {
+        while i < end && !has_class(b[i], SPACE | EQUALS | GT | SLASH) {
             i += 1;
         }
         if i == name_start {
@@ -438,13 +474,13 @@ impl<'s> Iterator for Attrs<'s> {
             return None;
         }
         let attr_name = &source[name_start..i];
-        while i < end && b[i].is_ascii_whitespace() {
+        while i < end && has_class(b[i], SPACE) {
             i += 1;
         }
         let mut value = "";
         if i < end && b[i] == b'=' {
             i += 1;
-            while i < end && b[i].is_ascii_whitespace() {
+            while i < end && has_class(b[i], SPACE) {
                 i += 1;
             }
             if i < end && (b[i] == b'"' || b[i] == b'\'') {
@@ -455,7 +491,7 @@ impl<'s> Iterator for Attrs<'s> {
                 i += 1;
             } else {
                 let value_start = i;
-                while i < end && !b[i].is_ascii_whitespace() && b[i] != b'>' {
+                while i < end && !has_class(b[i], SPACE | GT) {
                     i += 1;
                 }
                 value = &source[value_start..i];
@@ -920,6 +956,24 @@ mod tests {
                 decode_entities(piece),
                 html_escape::decode_html_entities(piece),
                 "{piece:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_classes_are_the_scanners_predicates_for_every_byte() {
+        for b in 0..=u8::MAX {
+            let space = b.is_ascii_whitespace();
+            assert_eq!(
+                has_class(b, TAG_NAME),
+                b.is_ascii_alphanumeric() || b == b'-' || b == b':'
+            );
+            assert_eq!(has_class(b, SPACE), space);
+            assert_eq!(has_class(b, SPACE | SLASH), space || b == b'/');
+            assert_eq!(has_class(b, SPACE | GT), space || b == b'>');
+            assert_eq!(
+                has_class(b, SPACE | EQUALS | GT | SLASH),
+                space || matches!(b, b'=' | b'>' | b'/')
             );
         }
     }

@@ -337,6 +337,12 @@ fn one_pass_renderer_matches_the_previous_one_on_random_and_malformed_html() {
         "<x:y",
         "<-",
         "<1",
+        "\t",
+        "\x0b",
+        "\x0c",
+        "\r",
+        "/",
+        "=",
     ];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..40_000 {
@@ -353,6 +359,49 @@ fn one_pass_renderer_matches_the_previous_one_on_random_and_malformed_html() {
             html.push_str(pieces[(draw % pieces.len() as u64) as usize]);
         }
         assert_same(&html, "random");
+    }
+    // Whole tags built from parts, so that separators, attribute names and values meet in
+    // every combination (a piece soup rarely lines them up).
+    let names = ["div", "A", "span", "td", "br", "p", "style", "img", "x:y"];
+    let separators = [" ", "\t", "\n", "\x0b", "\x0c", "\r", "/", "", "  "];
+    let attributes = [
+        "hidden", "Hidden", "style", "STYLE", "href", "HREF", "x", "a\"b", "=",
+    ];
+    let values = [
+        "",
+        "=\"display:none\"",
+        "='visibility : hidden'",
+        "=x",
+        "= \"a>b\"",
+        "=max-height:0;overflow:hidden",
+        "=\"https://x/?a=1&amp;b\"",
+        "='",
+    ];
+    for _ in 0..40_000 {
+        let mut html = String::new();
+        let mut pick = |len: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % len as u64) as usize
+        };
+        for _ in 0..pick(4) + 1 {
+            if pick(4) == 0 {
+                html.push_str("</");
+            } else {
+                html.push('<');
+            }
+            html.push_str(names[pick(names.len())]);
+            for _ in 0..pick(4) {
+                html.push_str(separators[pick(separators.len())]);
+                html.push_str(attributes[pick(attributes.len())]);
+                html.push_str(values[pick(values.len())]);
+            }
+            html.push_str(separators[pick(separators.len())]);
+            html.push_str(["", ">", "/>"][pick(3)]);
+            html.push_str(["t", " u ", ""][pick(3)]);
+        }
+        assert_same(&html, "tags");
     }
     let deep = "<div>".repeat(600) + "<span hidden>x</span>deep" + &"</div>".repeat(600);
     assert_same(&deep, "deep");
