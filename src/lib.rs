@@ -15,3 +15,6 @@ pub mod store;
 pub mod transaction;
 pub mod trust;
 pub mod verify;
+
+#[cfg(test)]
+mod test_rng;

@@ -299,21 +299,23 @@ async fn post_up(app: &TestApp, event: &Value, secret: &str) -> (StatusCode, Val
     .await
 }
 
+/// Up's hook settings with its API (the completing fetch) at `base`.
+fn up_hook(base: String) -> HookSettings {
+    HookSettings {
+        secret: Secret::new(UP_SECRET),
+        api_token: Secret::new(UP_TOKEN),
+        fetch_base_url: Some(base),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn up_events_are_completed_from_ups_api_before_parsing() {
     use std::sync::atomic::Ordering;
     let api = up_api();
     let base = api.base_url.clone();
     let app = spawn_app_with(move |s| {
-        s.hooks.insert(
-            "up".into(),
-            HookSettings {
-                secret: Secret::new(UP_SECRET),
-                api_token: Secret::new(UP_TOKEN),
-                fetch_base_url: Some(base),
-                ..Default::default()
-            },
-        );
+        s.hooks.insert("up".into(), up_hook(base));
     })
     .await;
     let created = up_fixture("created-held")["event"].clone();
@@ -603,15 +605,7 @@ async fn up_transaction_deleted_deletes_the_held_payment() {
     let deliver = banks_delivering_to(&fake);
     let app = spawn_app_with(move |s| {
         deliver(s);
-        s.hooks.insert(
-            "up".into(),
-            HookSettings {
-                secret: Secret::new(UP_SECRET),
-                api_token: Secret::new(UP_TOKEN),
-                fetch_base_url: Some(base),
-                ..Default::default()
-            },
-        );
+        s.hooks.insert("up".into(), up_hook(base));
     })
     .await;
     let (status, body) = post_up(&app, &up_fixture("created-held")["event"], UP_SECRET).await;

@@ -614,9 +614,7 @@ mod tests {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..5_000 {
             let mut body = Vec::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             for k in 0..(state % 64) {
                 body.push(alphabet[((state >> (k % 16 * 4)) % alphabet.len() as u64) as usize]);
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -660,9 +658,7 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..5_000 {
             let mut body = Vec::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             for k in 0..(state % 24) {
                 body.push(alphabet[((state >> (k % 16 * 4)) % alphabet.len() as u64) as usize]);
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1);

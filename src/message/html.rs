@@ -742,9 +742,7 @@ mod tests {
             let mut parts = Vec::new();
             for _ in 0..(state % 4 + 1) {
                 let mut part = String::new();
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                state = crate::test_rng::xorshift64(state);
                 for k in 0..(state % 12) {
                     part.push_str(alphabet[((state >> (k * 3)) % alphabet.len() as u64) as usize]);
                 }
@@ -863,9 +861,7 @@ mod tests {
         let mut state = 7u64;
         for _ in 0..20_000 {
             let mut style = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             for k in 0..(state % 9) {
                 style.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
             }
@@ -939,9 +935,7 @@ mod tests {
         let mut state = 0x1234_5678_9abc_def1u64;
         for _ in 0..20_000 {
             let mut text = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             for k in 0..(state % 7) {
                 text.push_str(pieces[((state >> (k * 6)) % pieces.len() as u64) as usize]);
             }
@@ -983,9 +977,7 @@ mod tests {
         let alphabet = b"        \t\n\r\x0bx\x0c";
         let mut state = 99u64;
         for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             let text: Vec<u8> = (0..(state % 40))
                 .map(|k| alphabet[((state >> (k % 16 * 4)) % alphabet.len() as u64) as usize])
                 .collect();

@@ -157,9 +157,7 @@ mod tests {
             .collect();
         let mut state = 0x0ddb_1a5e_5bad_5eed_u64;
         for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             let mut haystack = String::new();
             for k in 0..(state % 9) {
                 haystack.push_str(pieces[((state >> (k * 6)) % pieces.len() as u64) as usize]);

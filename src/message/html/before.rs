@@ -347,9 +347,7 @@ fn one_pass_renderer_matches_the_previous_one_on_random_and_malformed_html() {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..40_000 {
         let mut html = String::new();
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        state = crate::test_rng::xorshift64(state);
         let count = state % 24;
         let mut draw = state;
         for _ in 0..count {
@@ -380,9 +378,7 @@ fn one_pass_renderer_matches_the_previous_one_on_random_and_malformed_html() {
     for _ in 0..40_000 {
         let mut html = String::new();
         let mut pick = |len: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = crate::test_rng::xorshift64(state);
             (state % len as u64) as usize
         };
         for _ in 0..pick(4) + 1 {
