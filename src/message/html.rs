@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use memchr::{memchr, memchr3, memmem};
+
 #[cfg(test)]
 mod before;
 
@@ -21,7 +23,7 @@ pub struct Rendered {
     pub links: Vec<String>,
 }
 
-/// What the renderer needs to know about an element, from its lowercase name in one lookup.
+/// What the renderer needs to know about an element, from its name in one lookup.
 #[derive(Clone, Copy, Default)]
 struct ElementKind {
     /// Its content is never shown (`head`, `style`, `script`, ...).
@@ -33,7 +35,9 @@ struct ElementKind {
 }
 
 impl ElementKind {
-    fn of(name: &str) -> ElementKind {
+    /// `name` as written (ASCII, any case). No known name is longer than `blockquote`, so the
+    /// lowercase copy fits on the stack.
+    fn of(name: &[u8]) -> ElementKind {
         const INVISIBLE: ElementKind = ElementKind {
             invisible: true,
             block: false,
@@ -54,15 +58,22 @@ impl ElementKind {
             block: true,
             void: true,
         };
-        match name {
-            "head" | "style" | "script" | "title" | "template" | "noscript" => INVISIBLE,
-            "address" | "article" | "aside" | "blockquote" | "center" | "dd" | "div" | "dl"
-            | "dt" | "footer" | "form" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "header"
-            | "li" | "ol" | "p" | "pre" | "section" | "table" | "tbody" | "td" | "tfoot" | "th"
-            | "thead" | "tr" | "ul" => BLOCK,
-            "br" | "hr" => BLOCK_VOID,
-            "area" | "base" | "col" | "embed" | "img" | "input" | "link" | "meta" | "source"
-            | "track" | "wbr" => VOID,
+        let mut buffer = [0u8; 10];
+        let Some(lower) = buffer.get_mut(..name.len()) else {
+            return ElementKind::default();
+        };
+        for (to, from) in lower.iter_mut().zip(name) {
+            *to = from.to_ascii_lowercase();
+        }
+        match &*lower {
+            b"head" | b"style" | b"script" | b"title" | b"template" | b"noscript" => INVISIBLE,
+            b"address" | b"article" | b"aside" | b"blockquote" | b"center" | b"dd" | b"div"
+            | b"dl" | b"dt" | b"footer" | b"form" | b"h1" | b"h2" | b"h3" | b"h4" | b"h5"
+            | b"h6" | b"header" | b"li" | b"ol" | b"p" | b"pre" | b"section" | b"table"
+            | b"tbody" | b"td" | b"tfoot" | b"th" | b"thead" | b"tr" | b"ul" => BLOCK,
+            b"br" | b"hr" => BLOCK_VOID,
+            b"area" | b"base" | b"col" | b"embed" | b"img" | b"input" | b"link" | b"meta"
+            | b"source" | b"track" | b"wbr" => VOID,
             _ => ElementKind::default(),
         }
     }
@@ -72,51 +83,63 @@ impl ElementKind {
 const MAX_STACK: usize = 512;
 
 pub fn render(html: &str) -> Rendered {
+    let bytes = html.as_bytes();
     let mut out = Rendered {
         text: String::with_capacity(html.len() / 4),
         links: Vec::new(),
     };
     let mut line = LineBuilder::default();
-    // Open elements (lowercase names, borrowed from `html` when it already wrote them in
-    // lowercase), and the stack depth at which hiding started (if hidden).
-    let mut stack: Vec<Cow<'_, str>> = Vec::new();
+    // Open elements, by name as written (tag names are ASCII; matched ignoring case), and the
+    // stack depth at which hiding started (if hidden).
+    let mut stack: Vec<&str> = Vec::with_capacity(32);
     let mut hidden_from: Option<usize> = None;
     // Scratch space for reading `style` attributes.
     let mut style = String::new();
-    let bytes = html.as_bytes();
     let mut pos = 0;
     while pos < bytes.len() {
-        let Some(lt) = find_byte(&bytes[pos..], b'<').map(|i| pos + i) else {
+        let Some(lt) = find_near(b'<', &bytes[pos..]).map(|i| pos + i) else {
             if hidden_from.is_none() {
-                line.push_text(&html[pos..]);
+                line.push_text(&mut out.text, &html[pos..]);
             }
             break;
         };
         if lt > pos && hidden_from.is_none() {
-            line.push_text(&html[pos..lt]);
+            line.push_text(&mut out.text, &html[pos..lt]);
         }
-        let rest = &html[lt..];
-        if rest.starts_with("<!--") {
-            pos = find_from(html, lt + 4, "-->").map_or(bytes.len(), |i| i + 3);
-            continue;
+        let closing = match bytes.get(lt + 1) {
+            Some(b'!') if bytes[lt + 2..].starts_with(b"--") => {
+                pos =
+                    memmem::find(&bytes[lt + 4..], b"-->").map_or(bytes.len(), |i| lt + 4 + i + 3);
+                continue;
+            }
+            Some(b'!' | b'?') => {
+                pos = memchr(b'>', &bytes[lt..]).map_or(bytes.len(), |i| lt + i + 1);
+                continue;
+            }
+            Some(b'/') => true,
+            _ => false,
+        };
+        let name_start = lt + 1 + usize::from(closing);
+        let mut name_end = name_start;
+        while name_end < bytes.len() && has_class(bytes[name_end], TAG_NAME) {
+            name_end += 1;
         }
-        if rest.starts_with("<!") || rest.starts_with("<?") {
-            pos = find_from(html, lt, ">").map_or(bytes.len(), |i| i + 1);
-            continue;
-        }
-        let Some(tag) = Tag::parse(&html[lt..]) else {
+        if name_end == name_start || !bytes[name_start].is_ascii_alphabetic() {
             // A lone `<` in text, as careless HTML has.
             if hidden_from.is_none() {
-                line.push_text("<");
+                line.push_text(&mut out.text, "<");
             }
             pos = lt + 1;
             continue;
-        };
-        pos = lt + tag.len;
-        let name: &str = &tag.name;
-        let kind = ElementKind::of(name);
-        if tag.closing {
-            if let Some(depth) = stack.iter().rposition(|open| open == name) {
+        }
+        let name = &html[name_start..name_end];
+        let kind = ElementKind::of(name.as_bytes());
+        if closing {
+            pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
+            if let Some(depth) = stack
+                .iter()
+                .rposition(|open| open.eq_ignore_ascii_case(name))
+            {
                 stack.truncate(depth);
                 if hidden_from.is_some_and(|h| depth < h) {
                     hidden_from = None;
@@ -127,34 +150,40 @@ pub fn render(html: &str) -> Rendered {
             }
             continue;
         }
-        if kind.invisible && !tag.self_closing {
+        let is_link = name.eq_ignore_ascii_case("a");
+        // Attributes are read only for what needs them: a link's target, and whether an element
+        // that stays open hides its content; the same pass finds the tag's end.
+        let may_open = !kind.void && !kind.invisible && stack.len() < MAX_STACK;
+        let (end, seen) = if hidden_from.is_none() && (is_link || may_open) {
+            scan_tag(html, name_end)
+        } else {
+            (tag_end(bytes, name_end), SeenAttrs::default())
+        };
+        // `end` is the `>` (or the end of the input, for a tag cut off there).
+        let self_closing = bytes[end - 1] == b'/';
+        pos = (end + 1).min(bytes.len());
+        if kind.invisible && !self_closing {
             // Skip straight to the matching close tag: these hold no visible markup.
-            pos = find_close_tag(html, pos, name)
-                .and_then(|i| find_from(html, i, ">").map(|j| j + 1))
+            pos = find_close_tag(bytes, pos, name.as_bytes())
+                .and_then(|i| memchr(b'>', &bytes[i..]).map(|j| i + j + 1))
                 .unwrap_or(bytes.len());
             continue;
         }
-        let opens = !kind.void && !tag.self_closing && stack.len() < MAX_STACK;
+        let opens = !kind.void && !self_closing && stack.len() < MAX_STACK;
         let mut hides = false;
         if hidden_from.is_none() {
-            let is_link = name == "a";
-            // One pass over the attributes for everything this tag needs: its link target and
-            // whether it hides its content (only asked of elements that stay open).
-            if is_link || opens {
-                let seen = tag.read_attrs(&html[lt..lt + tag.len]);
-                if is_link {
-                    if let Some(href) = seen.href {
-                        out.links.push(decode_entities(href.trim()).into_owned());
-                    }
+            if is_link {
+                if let Some(href) = seen.href {
+                    out.links.push(decode_entities(href.trim()).into_owned());
                 }
-                hides = opens && seen.hides(&mut style);
             }
+            hides = opens && seen.hides(&mut style);
             if kind.block {
                 line.break_line(&mut out.text);
             }
         }
         if opens {
-            stack.push(tag.name);
+            stack.push(name);
             if hides {
                 hidden_from = Some(stack.len());
             }
@@ -167,108 +196,130 @@ pub fn render(html: &str) -> Rendered {
     out
 }
 
-/// A start or end tag: its lowercase name and where its attributes are.
-struct Tag<'a> {
-    name: Cow<'a, str>,
-    closing: bool,
-    self_closing: bool,
-    /// Bytes from `<` to just past `>`.
-    len: usize,
+/// Where a tag whose name ends at `from` ends: the index of its `>`, skipping quoted stretches
+/// (which may hold `>`), or the input's length when there is none. Any quote opens a stretch,
+/// wherever it stands.
+fn tag_end(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    loop {
+        let Some(at) = find_near3(b'>', b'"', b'\'', &b[i..]) else {
+            return b.len();
+        };
+        i += at;
+        if b[i] == b'>' {
+            return i;
+        }
+        match find_near(b[i], &b[i + 1..]) {
+            Some(close) => i += 1 + close + 1,
+            None => return b.len(),
+        }
+    }
 }
 
-impl<'a> Tag<'a> {
-    fn parse(s: &'a str) -> Option<Tag<'a>> {
-        let b = s.as_bytes();
-        let mut i = 1;
-        let closing = b.get(i) == Some(&b'/');
-        if closing {
+/// The end of the tag whose name ends at `name_end` (as `tag_end`), and the attributes
+/// the renderer reads.
+fn scan_tag(html: &str, name_end: usize) -> (usize, SeenAttrs<'_>) {
+    scan_well_formed_tag(html, name_end).unwrap_or_else(|| {
+        let end = tag_end(html.as_bytes(), name_end);
+        // The attributes stop before the `>`. A tag cut off by the end of the input has no `>`;
+        // its last character is left out all the same, but whole, so a multi-byte character
+        // there cannot split.
+        let mut attrs_end = if end < html.len() {
+            end
+        } else {
+            html.len() - 1
+        };
+        while !html.is_char_boundary(attrs_end) {
+            attrs_end -= 1;
+        }
+        let mut seen = SeenAttrs::default();
+        let attrs = Attrs {
+            source: html,
+            i: name_end,
+            end: attrs_end,
+        };
+        for (name, value) in attrs {
+            seen.note(name, value);
+        }
+        (end, seen)
+    })
+}
+
+/// `scan_tag` in one pass, for a tag whose quotes all open (and close) attribute values and that
+/// has a `>`: then the attributes end exactly where `tag_end` would find the `>`. `None` for
+/// anything else (a quote inside a name or an unquoted value, `=` where a name should be, a tag
+/// or value cut off by the end of the input), which `scan_tag` reads in two passes.
+fn scan_well_formed_tag(html: &str, mut i: usize) -> Option<(usize, SeenAttrs<'_>)> {
+    let b = html.as_bytes();
+    let mut seen = SeenAttrs::default();
+    loop {
+        while i < b.len() && has_class(b[i], SPACE | SLASH) {
             i += 1;
+        }
+        if *b.get(i)? == b'>' {
+            return Some((i, seen));
         }
         let name_start = i;
-        while i < b.len() && has_class(b[i], TAG_NAME) {
+        while i < b.len() && !has_class(b[i], SPACE | EQUALS | GT | SLASH | QUOTE) {
             i += 1;
         }
-        if i == name_start || !b[name_start].is_ascii_alphabetic() {
+        if i == name_start || b.get(i).is_some_and(|&c| has_class(c, QUOTE)) {
             return None;
         }
-        let raw_name = &s[name_start..i];
-        let name = if raw_name.bytes().any(|c| c.is_ascii_uppercase()) {
-            Cow::Owned(raw_name.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(raw_name)
-        };
-        // Find the end of the tag, skipping over quoted attribute values (which may hold `>`).
-        // `i` ends at the `>`, or at the end of the input when there is none.
-        loop {
-            let Some(at) = find_any3(&b[i..], b'>', b'"', b'\'') else {
-                i = b.len();
-                break;
-            };
-            i += at;
-            if b[i] == b'>' {
-                break;
+        let name = &html[name_start..i];
+        while i < b.len() && has_class(b[i], SPACE) {
+            i += 1;
+        }
+        let mut value = "";
+        if b.get(i) == Some(&b'=') {
+            i += 1;
+            while i < b.len() && has_class(b[i], SPACE) {
+                i += 1;
             }
-            match find_byte(&b[i + 1..], b[i]) {
-                Some(close) => i += 1 + close + 1,
-                None => {
-                    i = b.len();
-                    break;
+            match b.get(i) {
+                Some(&quote @ (b'"' | b'\'')) => {
+                    let close = i + 1 + find_near(quote, &b[i + 1..])?;
+                    value = &html[i + 1..close];
+                    i = close + 1;
+                }
+                _ => {
+                    let value_start = i;
+                    while i < b.len() && !has_class(b[i], SPACE | GT | QUOTE) {
+                        i += 1;
+                    }
+                    if b.get(i).is_some_and(|&c| has_class(c, QUOTE)) {
+                        return None;
+                    }
+                    value = &html[value_start..i];
                 }
             }
         }
-        let len = (i + 1).min(b.len());
-        let self_closing = i > 0 && b.get(i - 1) == Some(&b'/');
-        Some(Tag {
-            name,
-            closing,
-            self_closing,
-            len,
-        })
-    }
-
-    /// The attributes the renderer reads, in one pass over the tag's source text: the first
-    /// `href`, whether there is a `hidden` attribute, and the first `style`.
-    fn read_attrs<'s>(&self, source: &'s str) -> SeenAttrs<'s> {
-        let mut seen = SeenAttrs::default();
-        for (name, value) in self.attrs(source) {
-            if seen.href.is_none() && name.eq_ignore_ascii_case("href") {
-                seen.href = Some(value);
-            } else if name.eq_ignore_ascii_case("hidden") {
-                seen.hidden = true;
-            } else if seen.style.is_none() && name.eq_ignore_ascii_case("style") {
-                seen.style = Some(value);
-            }
-        }
-        seen
-    }
-
-    /// The tag's attributes in source order: raw names and raw values.
-    fn attrs<'s>(&self, source: &'s str) -> Attrs<'s> {
-        // Everything before the closing `>`. A tag cut off by the end of the input has no `>`;
-        // its last character is dropped all the same, but whole, so a multi-byte character
-        // there cannot split (slicing inside it used to panic).
-        let mut end = source.len().saturating_sub(1);
-        while !source.is_char_boundary(end) {
-            end -= 1;
-        }
-        Attrs {
-            source,
-            // Skip `<`, an optional `/`, and the tag name.
-            i: 1 + usize::from(self.closing) + self.name.len(),
-            end,
-        }
+        seen.note(name, value);
     }
 }
 
 /// The attributes of one tag that the renderer reads: raw values, not yet entity-decoded.
 #[derive(Default)]
 struct SeenAttrs<'s> {
+    /// The first `href`.
     href: Option<&'s str>,
+    /// Whether there is a `hidden` attribute.
     hidden: bool,
+    /// The first `style`.
     style: Option<&'s str>,
 }
 
-impl SeenAttrs<'_> {
+impl<'s> SeenAttrs<'s> {
+    fn note(&mut self, name: &str, value: &'s str) {
+        if self.href.is_none() && name.eq_ignore_ascii_case("href") {
+            self.href = Some(value);
+        } else if name.eq_ignore_ascii_case("hidden") {
+            self.hidden = true;
+        } else if self.style.is_none() && name.eq_ignore_ascii_case("style") {
+            self.style = Some(value);
+        }
+    }
+
     /// Whether the element is hidden: a `hidden` attribute, or a first `style` attribute that
     /// (ignoring whitespace and ASCII case) says `display:none`, `visibility:hidden`, or
     /// `max-height:0` with `overflow:hidden`. `scratch` is reused between calls.
@@ -313,7 +364,7 @@ fn style_hides(style: &str) -> bool {
     let mut max_height_zero = false;
     let mut overflow_hidden = false;
     let mut from = 0;
-    while let Some(colon) = find_byte(&b[from..], b':').map(|i| from + i) {
+    while let Some(colon) = find_near(b':', &b[from..]).map(|i| from + i) {
         from = colon + 1;
         // Every property here ends in `y`, `t` or `w`: most colons are out at one byte.
         let before = trim_end_spaces(&b[..colon]);
@@ -410,12 +461,13 @@ fn ends_with_compact(text: &[u8], word: &[u8]) -> bool {
 
 /// Byte classes for the tag and attribute scanners: one table load per byte instead of a chain
 /// of comparisons. `SPACE` is `u8::is_ascii_whitespace` (which, unlike `is_ascii_space`, leaves
-/// out vertical tab), `TAG_NAME` is ASCII alphanumerics, `-` and `:`.
+/// out vertical tab), `TAG_NAME` is ASCII alphanumerics, `-` and `:`, `QUOTE` is `"` and `'`.
 const SPACE: u8 = 1;
 const SLASH: u8 = 2;
 const EQUALS: u8 = 4;
 const GT: u8 = 8;
 const TAG_NAME: u8 = 16;
+const QUOTE: u8 = 32;
 
 const BYTE_CLASS: [u8; 256] = {
     let mut table = [0u8; 256];
@@ -430,6 +482,8 @@ const BYTE_CLASS: [u8; 256] = {
             EQUALS
         } else if c == b'>' {
             GT
+        } else if c == b'"' || c == b'\'' {
+            QUOTE
         } else if c.is_ascii_alphanumeric() || c == b'-' || c == b':' {
             TAG_NAME
         } else {
@@ -444,8 +498,8 @@ fn has_class(byte: u8, class: u8) -> bool {
     BYTE_CLASS[usize::from(byte)] & class != 0
 }
 
-/// The attributes of a tag's source text, as `(name, value)`; `value` is `""` for a bare
-/// attribute.
+/// The attributes of a tag in `source` from `i` (just past its name) to `end` (its `>`), as
+/// `(name, value)`; `value` is `""` for a bare attribute.
 struct Attrs<'s> {
     source: &'s str,
     i: usize,
@@ -502,76 +556,98 @@ impl<'s> Iterator for Attrs<'s> {
     }
 }
 
-/// Accumulates one output line, collapsing whitespace and dropping invisible characters.
+/// Writes text into the output a line at a time, collapsing whitespace and dropping invisible
+/// characters. The current line is the output's tail from `line_start`.
 #[derive(Default)]
 struct LineBuilder {
-    line: String,
+    line_start: usize,
     pending_space: bool,
+    /// Scratch space for entity-decoded text.
+    decoded: String,
 }
 
 impl LineBuilder {
-    fn push_text(&mut self, raw: &str) {
+    fn push_text(&mut self, out: &mut String, raw: &str) {
         // Most text between tags is a line break and indentation.
         if all_ascii_space(raw.as_bytes()) {
             if !raw.is_empty() {
-                self.pending_space = !self.line.is_empty();
+                self.pending_space = out.len() != self.line_start;
             }
             return;
         }
-        let decoded = decode_entities(raw);
-        if decoded.is_ascii() {
-            // The same as the loop below, a run at a time: words joined by single spaces are
-            // already collapsed, so they go in whole.
-            let bytes = decoded.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                if is_ascii_space(bytes[i]) {
-                    self.pending_space = !self.line.is_empty();
-                    i += 1;
-                    continue;
-                }
-                let start = i;
+        if find_near(b'&', raw.as_bytes()).is_none() {
+            self.push_decoded(out, raw);
+            return;
+        }
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        if decode_common_entities(raw, &mut decoded) {
+            self.push_decoded(out, &decoded);
+        } else {
+            self.push_decoded(out, &html_escape::decode_html_entities(raw));
+        }
+        self.decoded = decoded;
+    }
+
+    /// `push_text` for decoded text: the same as a loop over its characters that sets
+    /// `pending_space` on whitespace (if the line has begun) and otherwise pushes the character
+    /// after a pending space, but ASCII goes in a run at a time: words joined by single spaces
+    /// are already collapsed, so they go in whole.
+    fn push_decoded(&mut self, out: &mut String, text: &str) {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if is_ascii_space(c) {
+                self.pending_space = out.len() != self.line_start;
+                i += 1;
+                continue;
+            }
+            let start = i;
+            if c.is_ascii() {
                 loop {
-                    while i < bytes.len() && !is_ascii_space(bytes[i]) {
+                    while i < bytes.len() && is_ascii_word(bytes[i]) {
                         i += 1;
                     }
                     if bytes.get(i) == Some(&b' ')
-                        && bytes.get(i + 1).is_some_and(|&c| !is_ascii_space(c))
+                        && bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c))
                     {
                         i += 1;
                         continue;
                     }
                     break;
                 }
-                if self.pending_space {
-                    self.line.push(' ');
-                    self.pending_space = false;
+            } else {
+                let ch = text[i..].chars().next().unwrap_or_default();
+                i += ch.len_utf8();
+                if ch.is_whitespace() {
+                    self.pending_space = out.len() != self.line_start;
+                    continue;
                 }
-                self.line.push_str(&decoded[start..i]);
-            }
-            return;
-        }
-        for c in decoded.chars() {
-            if c.is_whitespace() {
-                self.pending_space = !self.line.is_empty();
-            } else if !is_invisible(c) {
-                if self.pending_space {
-                    self.line.push(' ');
-                    self.pending_space = false;
+                if is_invisible(ch) {
+                    continue;
                 }
-                self.line.push(c);
             }
+            if self.pending_space {
+                out.push(' ');
+                self.pending_space = false;
+            }
+            out.push_str(&text[start..i]);
         }
     }
 
     fn break_line(&mut self, out: &mut String) {
-        if !self.line.is_empty() {
-            out.push_str(&self.line);
+        if out.len() != self.line_start {
             out.push('\n');
-            self.line.clear();
+            self.line_start = out.len();
         }
         self.pending_space = false;
     }
+}
+
+/// An ASCII byte that is not whitespace.
+fn is_ascii_word(c: u8) -> bool {
+    c.is_ascii() && !is_ascii_space(c)
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -583,24 +659,29 @@ fn is_invisible(c: char) -> bool {
 }
 
 fn decode_entities(s: &str) -> Cow<'_, str> {
-    if s.contains('&') {
-        decode_common_entities(s).map_or_else(|| html_escape::decode_html_entities(s), Cow::Owned)
+    if memchr(b'&', s.as_bytes()).is_none() {
+        return Cow::Borrowed(s);
+    }
+    let mut decoded = String::with_capacity(s.len());
+    if decode_common_entities(s, &mut decoded) {
+        Cow::Owned(decoded)
     } else {
-        Cow::Borrowed(s)
+        html_escape::decode_html_entities(s)
     }
 }
 
 /// `html_escape::decode_html_entities` for text whose every `&` starts an entity mail commonly
-/// writes in full (`&nbsp;`, `&amp;`, `&zwnj;`, `&#847;`, ...); `None` for anything else, which
-/// is left to `html_escape`. Its general decoder looks each name up among all of HTML's entities
-/// and was a tenth of the renderer's cost.
-fn decode_common_entities(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len());
+/// writes in full (`&nbsp;`, `&amp;`, `&zwnj;`, `&#847;`, ...), appended to `out`; `false` for
+/// anything else (with `out` part-written), which is left to `html_escape`. Its general decoder
+/// looks each name up among all of HTML's entities and was a tenth of the renderer's cost.
+fn decode_common_entities(s: &str, out: &mut String) -> bool {
     let mut rest = s;
-    while let Some(amp) = find_byte(rest.as_bytes(), b'&') {
+    while let Some(amp) = memchr(b'&', rest.as_bytes()) {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        let semi = after.bytes().take(8).position(|b| b == b';')?;
+        let Some(semi) = after.bytes().take(8).position(|b| b == b';') else {
+            return false;
+        };
         let decoded = match &after[..semi] {
             "nbsp" => '\u{a0}',
             "amp" => '&',
@@ -610,25 +691,30 @@ fn decode_common_entities(s: &str) -> Option<String> {
             "zwnj" => '\u{200c}',
             "middot" => '\u{b7}',
             "copy" => '\u{a9}',
-            name => {
-                let digits = name.strip_prefix('#')?;
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                // Printable ASCII, or from Latin-1's letters to just below the surrogates:
-                // the ranges every decoder maps to themselves.
-                let code: u32 = digits.parse().ok()?;
-                if !(32..=126).contains(&code) && !(160..0xD800).contains(&code) {
-                    return None;
-                }
-                char::from_u32(code)?
-            }
+            name => match numeric_entity(name) {
+                Some(c) => c,
+                None => return false,
+            },
         };
         out.push(decoded);
         rest = &after[semi + 1..];
     }
     out.push_str(rest);
-    Some(out)
+    true
+}
+
+/// `#` and decimal digits naming printable ASCII, or a character from Latin-1's letters to just
+/// below the surrogates: the ranges every decoder maps to themselves.
+fn numeric_entity(name: &str) -> Option<char> {
+    let digits = name.strip_prefix('#')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u32 = digits.parse().ok()?;
+    if !(32..=126).contains(&code) && !(160..0xD800).contains(&code) {
+        return None;
+    }
+    char::from_u32(code)
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -660,52 +746,50 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|i| at + i)
 }
 
-/// The index of the first of `a`, `b` or `c` in `hay`, eight bytes at a time.
-fn find_any3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
-    let (pa, pb, pc) = (LO * u64::from(a), LO * u64::from(b), LO * u64::from(c));
-    let mut chunks = hay.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap());
-        let found = zero_bytes(word ^ pa) | zero_bytes(word ^ pb) | zero_bytes(word ^ pc);
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
+/// The index of the first `needle` in `hay`. Most distances in mail HTML are a few bytes (the
+/// line break between tags, short attribute values): the first eight bytes are tested as one
+/// word, which is cheaper than `memchr`'s setup; farther ones go to `memchr`.
+#[inline(always)]
+fn find_near(needle: u8, hay: &[u8]) -> Option<usize> {
+    let Some(first) = hay.first_chunk::<8>() else {
+        return hay.iter().position(|&c| c == needle);
+    };
+    let found = zero_bytes(u64::from_le_bytes(*first) ^ (LO * u64::from(needle)));
+    if found != 0 {
+        return Some((found.trailing_zeros() / 8) as usize);
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&x| x == a || x == b || x == c)
-        .map(|i| at + i)
+    memchr(needle, &hay[8..]).map(|i| 8 + i)
 }
 
-/// Where `needle` (ASCII) next starts at or after `from`.
-fn find_from(s: &str, from: usize, needle: &str) -> Option<usize> {
-    let (first, tail) = needle.as_bytes().split_first()?;
-    let hay = s.get(from..)?.as_bytes();
-    let mut at = 0;
-    loop {
-        let i = at + find_byte(&hay[at..], *first)?;
-        if hay[i + 1..].starts_with(tail) {
-            return Some(from + i);
-        }
-        at = i + 1;
+/// `find_near` for the first of three bytes.
+#[inline(always)]
+fn find_near3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
+    let Some(first) = hay.first_chunk::<8>() else {
+        return hay.iter().position(|&x| x == a || x == b || x == c);
+    };
+    let word = u64::from_le_bytes(*first);
+    let found = zero_bytes(word ^ (LO * u64::from(a)))
+        | zero_bytes(word ^ (LO * u64::from(b)))
+        | zero_bytes(word ^ (LO * u64::from(c)));
+    if found != 0 {
+        return Some((found.trailing_zeros() / 8) as usize);
     }
+    memchr3(a, b, c, &hay[8..]).map(|i| 8 + i)
 }
 
-/// Where `</name` (any ASCII case; `name` given in lowercase) next starts at or after `from`.
-fn find_close_tag(s: &str, from: usize, name: &str) -> Option<usize> {
-    let hay = s.as_bytes();
-    let name = name.as_bytes();
+/// Where `</name` (any ASCII case) next starts at or after `from`.
+fn find_close_tag(hay: &[u8], from: usize, name: &[u8]) -> Option<usize> {
     let mut at = from;
     loop {
-        let lt = find_from(s, at, "</")?;
+        let lt = at + memchr(b'<', &hay[at..])?;
+        at = lt + 1;
+        if hay.get(lt + 1) != Some(&b'/') {
+            continue;
+        }
         let candidate = hay.get(lt + 2..lt + 2 + name.len())?;
         if candidate.eq_ignore_ascii_case(name) {
             return Some(lt);
         }
-        at = lt + 2;
     }
 }
 
@@ -726,7 +810,7 @@ mod tests {
             for c in parts.iter().flat_map(|p| p.chars()) {
                 if c.is_whitespace() {
                     pending_space = !line.is_empty();
-                } else {
+                } else if !is_invisible(c) {
                     if pending_space {
                         line.push(' ');
                         pending_space = false;
@@ -736,7 +820,9 @@ mod tests {
             }
             line
         }
-        let alphabet = ["a", "bc", " ", "  ", "\t", "\n", "\r\n", "."];
+        let alphabet = [
+            "a", "bc", " ", "  ", "\t", "\n", "\r\n", ".", "é", "\u{a0}", "\u{200b}", "&amp;",
+        ];
         let mut state = 0x51_7cc1_b727_220au64;
         for _ in 0..5_000 {
             let mut parts = Vec::new();
@@ -748,11 +834,11 @@ mod tests {
                 }
                 parts.push(part);
             }
-            let mut builder = LineBuilder::default();
+            let (mut builder, mut line) = (LineBuilder::default(), String::new());
             for part in &parts {
-                builder.push_text(part);
+                builder.push_decoded(&mut line, part);
             }
-            assert_eq!(builder.line, char_by_char(&parts), "{parts:?}");
+            assert_eq!(line, char_by_char(&parts), "{parts:?}");
         }
     }
 
@@ -818,10 +904,6 @@ mod tests {
                 for n in [b'>', b'"', b'=', b':', b'\n', 0xff, b'z'] {
                     assert_eq!(find_byte(h, n), h.iter().position(|&x| x == n));
                 }
-                assert_eq!(
-                    find_any3(h, b'>', b'"', b'\''),
-                    h.iter().position(|&x| matches!(x, b'>' | b'"' | b'\''))
-                );
             }
         }
     }
@@ -965,9 +1047,18 @@ mod tests {
             assert_eq!(has_class(b, SPACE), space);
             assert_eq!(has_class(b, SPACE | SLASH), space || b == b'/');
             assert_eq!(has_class(b, SPACE | GT), space || b == b'>');
+            assert_eq!(has_class(b, QUOTE), b == b'"' || b == b'\'');
+            assert_eq!(
+                has_class(b, SPACE | GT | QUOTE),
+                space || matches!(b, b'>' | b'"' | b'\'')
+            );
             assert_eq!(
                 has_class(b, SPACE | EQUALS | GT | SLASH),
                 space || matches!(b, b'=' | b'>' | b'/')
+            );
+            assert_eq!(
+                has_class(b, SPACE | EQUALS | GT | SLASH | QUOTE),
+                space || matches!(b, b'=' | b'>' | b'/' | b'"' | b'\'')
             );
         }
     }
