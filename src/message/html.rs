@@ -311,12 +311,15 @@ struct SeenAttrs<'s> {
 
 impl<'s> SeenAttrs<'s> {
     fn note(&mut self, name: &str, value: &'s str) {
-        if self.href.is_none() && name.eq_ignore_ascii_case("href") {
-            self.href = Some(value);
-        } else if name.eq_ignore_ascii_case("hidden") {
-            self.hidden = true;
-        } else if self.style.is_none() && name.eq_ignore_ascii_case("style") {
-            self.style = Some(value);
+        match name.len() {
+            4 if self.href.is_none() && name.eq_ignore_ascii_case("href") => {
+                self.href = Some(value);
+            }
+            6 if name.eq_ignore_ascii_case("hidden") => self.hidden = true,
+            5 if self.style.is_none() && name.eq_ignore_ascii_case("style") => {
+                self.style = Some(value);
+            }
+            _ => {}
         }
     }
 
@@ -366,7 +369,17 @@ fn style_hides(style: &str) -> bool {
     let mut from = 0;
     while let Some(colon) = find_near(b':', &b[from..]).map(|i| from + i) {
         from = colon + 1;
-        // Every property here ends in `y`, `t` or `w`: most colons are out at one byte.
+        // Every value here starts with `n`, `h` or `0`, and every property ends in `y`, `t` or
+        // `w`: most colons are out at a byte or two, and the value's first letter says which
+        // property to compare.
+        let after = &b[colon + 1..];
+        let Some(&first) = after.iter().find(|&&c| !is_ascii_space(c)) else {
+            continue;
+        };
+        let first = first.to_ascii_lowercase();
+        if !matches!(first, b'n' | b'h' | b'0') {
+            continue;
+        }
         let before = trim_end_spaces(&b[..colon]);
         if !matches!(
             before.last().map(u8::to_ascii_lowercase),
@@ -374,28 +387,36 @@ fn style_hides(style: &str) -> bool {
         ) {
             continue;
         }
-        let after = &b[colon + 1..];
-        if ends_with_compact(before, b"display") && starts_with_compact(after, b"none").is_some() {
-            display_none = true;
-        }
-        if ends_with_compact(before, b"visibility")
-            && starts_with_compact(after, b"hidden").is_some()
-        {
-            visibility_hidden = true;
-        }
-        if ends_with_compact(before, b"max-height") {
-            if let Some(rest) = starts_with_compact(after, b"0") {
-                if starts_with_compact(rest, b";").is_some()
-                    || starts_with_compact(rest, b"px").is_some()
-                    || rest.iter().all(|&c| is_ascii_space(c))
+        match first {
+            b'n' => {
+                if ends_with_compact(before, b"display")
+                    && starts_with_compact(after, b"none").is_some()
                 {
-                    max_height_zero = true;
+                    display_none = true;
                 }
             }
-        }
-        if ends_with_compact(before, b"overflow") && starts_with_compact(after, b"hidden").is_some()
-        {
-            overflow_hidden = true;
+            b'h' => {
+                if starts_with_compact(after, b"hidden").is_some() {
+                    if ends_with_compact(before, b"visibility") {
+                        visibility_hidden = true;
+                    }
+                    if ends_with_compact(before, b"overflow") {
+                        overflow_hidden = true;
+                    }
+                }
+            }
+            _ => {
+                if ends_with_compact(before, b"max-height") {
+                    if let Some(rest) = starts_with_compact(after, b"0") {
+                        if starts_with_compact(rest, b";").is_some()
+                            || starts_with_compact(rest, b"px").is_some()
+                            || rest.iter().all(|&c| is_ascii_space(c))
+                        {
+                            max_height_zero = true;
+                        }
+                    }
+                }
+            }
         }
     }
     display_none || visibility_hidden || (max_height_zero && overflow_hidden)
@@ -409,23 +430,15 @@ fn trim_end_spaces(text: &[u8]) -> &[u8] {
     &text[..end]
 }
 
-/// Whether every byte is `is_ascii_space`. Indentation between tags is long runs of spaces, so
-/// eight of them are taken at once.
+/// Whether every byte is `is_ascii_space`. Most text between tags is a line break and maybe
+/// some indentation: a few bytes.
 fn all_ascii_space(text: &[u8]) -> bool {
-    let mut chunks = text.chunks_exact(8);
-    for chunk in &mut chunks {
-        if u64::from_le_bytes(chunk.try_into().unwrap()) != LO * u64::from(b' ')
-            && !chunk.iter().all(|&c| is_ascii_space(c))
-        {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|&c| is_ascii_space(c))
+    text.iter().all(|&c| is_ascii_space(c))
 }
 
 /// `char::is_whitespace` for ASCII.
 fn is_ascii_space(c: u8) -> bool {
-    matches!(c, b'\t'..=b'\r' | b' ')
+    has_class(c, TEXT_SPACE)
 }
 
 /// Whether `text` with whitespace removed and lowercased starts with `word` (lowercase); the
@@ -462,12 +475,16 @@ fn ends_with_compact(text: &[u8], word: &[u8]) -> bool {
 /// Byte classes for the tag and attribute scanners: one table load per byte instead of a chain
 /// of comparisons. `SPACE` is `u8::is_ascii_whitespace` (which, unlike `is_ascii_space`, leaves
 /// out vertical tab), `TAG_NAME` is ASCII alphanumerics, `-` and `:`, `QUOTE` is `"` and `'`.
+/// For text, `TEXT_SPACE` is `char::is_whitespace` for ASCII (vertical tab included) and
+/// `ASCII_WORD` every other ASCII byte.
 const SPACE: u8 = 1;
 const SLASH: u8 = 2;
 const EQUALS: u8 = 4;
 const GT: u8 = 8;
 const TAG_NAME: u8 = 16;
 const QUOTE: u8 = 32;
+const TEXT_SPACE: u8 = 64;
+const ASCII_WORD: u8 = 128;
 
 const BYTE_CLASS: [u8; 256] = {
     let mut table = [0u8; 256];
@@ -486,6 +503,12 @@ const BYTE_CLASS: [u8; 256] = {
             QUOTE
         } else if c.is_ascii_alphanumeric() || c == b'-' || c == b':' {
             TAG_NAME
+        } else {
+            0
+        } | if matches!(c, b'\t'..=b'\r' | b' ') {
+            TEXT_SPACE
+        } else if c.is_ascii() {
+            ASCII_WORD
         } else {
             0
         };
@@ -647,7 +670,7 @@ impl LineBuilder {
 
 /// An ASCII byte that is not whitespace.
 fn is_ascii_word(c: u8) -> bool {
-    c.is_ascii() && !is_ascii_space(c)
+    has_class(c, ASCII_WORD)
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -939,6 +962,15 @@ mod tests {
             "x",
             "px",
             "1",
+            "OVERFLOW",
+            "Hidden",
+            "NONE",
+            "n",
+            "h",
+            "0",
+            "text-decoration",
+            "height",
+            "\x0b",
         ];
         let mut state = 7u64;
         for _ in 0..20_000 {
@@ -1045,6 +1077,14 @@ mod tests {
                 b.is_ascii_alphanumeric() || b == b'-' || b == b':'
             );
             assert_eq!(has_class(b, SPACE), space);
+            assert_eq!(
+                has_class(b, TEXT_SPACE),
+                b.is_ascii() && char::from(b).is_whitespace()
+            );
+            assert_eq!(
+                has_class(b, ASCII_WORD),
+                b.is_ascii() && !char::from(b).is_whitespace()
+            );
             assert_eq!(has_class(b, SPACE | SLASH), space || b == b'/');
             assert_eq!(has_class(b, SPACE | GT), space || b == b'>');
             assert_eq!(has_class(b, QUOTE), b == b'"' || b == b'\'');
