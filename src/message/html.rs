@@ -199,7 +199,17 @@ pub fn render(html: &str) -> Rendered {
 /// Where a tag whose name ends at `from` ends: the index of its `>`, skipping quoted stretches
 /// (which may hold `>`), or the input's length when there is none. Any quote opens a stretch,
 /// wherever it stands.
+#[inline]
 fn tag_end(b: &[u8], from: usize) -> usize {
+    // Most end tags end right after their name.
+    if b.get(from) == Some(&b'>') {
+        return from;
+    }
+    tag_end_after_attrs(b, from)
+}
+
+/// `tag_end` past the first byte.
+fn tag_end_after_attrs(b: &[u8], from: usize) -> usize {
     let mut i = from;
     loop {
         let Some(at) = find_near3(b'>', b'"', b'\'', &b[i..]) else {
@@ -590,6 +600,7 @@ struct LineBuilder {
 }
 
 impl LineBuilder {
+    #[inline]
     fn push_text(&mut self, out: &mut String, raw: &str) {
         // Most text between tags is a line break and indentation.
         if all_ascii_space(raw.as_bytes()) {
@@ -598,6 +609,11 @@ impl LineBuilder {
             }
             return;
         }
+        self.push_words(out, raw);
+    }
+
+    /// `push_text` for text that is not all whitespace.
+    fn push_words(&mut self, out: &mut String, raw: &str) {
         if find_near(b'&', raw.as_bytes()).is_none() {
             self.push_decoded(out, raw);
             return;
