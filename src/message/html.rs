@@ -62,8 +62,10 @@ impl ElementKind {
         let Some(lower) = buffer.get_mut(..name.len()) else {
             return ElementKind::default();
         };
+        // Tag names are ASCII letters, digits, `-` and `:`: setting bit 5 lowercases the letters
+        // and leaves the rest as they are.
         for (to, from) in lower.iter_mut().zip(name) {
-            *to = from.to_ascii_lowercase();
+            *to = from | 0x20;
         }
         match &*lower {
             b"head" | b"style" | b"script" | b"title" | b"template" | b"noscript" => INVISIBLE,
@@ -1092,6 +1094,9 @@ mod tests {
                 has_class(b, TAG_NAME),
                 b.is_ascii_alphanumeric() || b == b'-' || b == b':'
             );
+            if has_class(b, TAG_NAME) {
+                assert_eq!(b | 0x20, b.to_ascii_lowercase(), "{b}");
+            }
             assert_eq!(has_class(b, SPACE), space);
             assert_eq!(
                 has_class(b, TEXT_SPACE),
