@@ -945,6 +945,19 @@ mod tests {
                 for n in [b'>', b'"', b'=', b':', b'\n', 0xff, b'z'] {
                     assert_eq!(find_byte(h, n), h.iter().position(|&x| x == n));
                 }
+                // Padded so that matches also lie past the first word, where `memchr` takes over.
+                let padded: Vec<u8> = std::iter::repeat_n(b'a', start % 20)
+                    .chain(h.iter().copied())
+                    .collect();
+                for n in [b'>', b'"', b'=', b':', b'\n', 0xff, b'z'] {
+                    assert_eq!(find_near(n, &padded), padded.iter().position(|&x| x == n));
+                }
+                assert_eq!(
+                    find_near3(b'>', b'"', b'\'', &padded),
+                    padded
+                        .iter()
+                        .position(|&x| matches!(x, b'>' | b'"' | b'\''))
+                );
             }
         }
     }
