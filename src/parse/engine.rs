@@ -36,11 +36,12 @@ enum Input<'a> {
 }
 
 /// What finders captured, by name; a later capture of a name replaces the earlier one. A rule
-/// set captures a handful of names, so a short list beats hashing each name.
+/// set captures a handful of names, so a short list beats hashing each name. Names are borrowed
+/// from the rule set's regexes and finders.
 #[derive(Debug, Default)]
-struct Captures(Vec<(String, String)>);
+struct Captures<'r>(Vec<(&'r str, String)>);
 
-impl Captures {
+impl<'r> Captures<'r> {
     fn new() -> Self {
         Self::default()
     }
@@ -50,13 +51,22 @@ impl Captures {
     }
 
     fn get(&self, name: &str) -> Option<&String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
-    fn insert(&mut self, name: &str, value: String) {
-        match self.0.iter_mut().find(|(k, _)| k == name) {
+    fn insert(&mut self, name: &'r str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some((_, old)) => *old = value,
-            None => self.0.push((name.to_owned(), value)),
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Moves `other`'s captures in, keeping this list's value wherever both have a name.
+    fn fill_unset_from(&mut self, other: &mut Captures<'r>) {
+        for (name, value) in other.0.drain(..) {
+            if self.get(name).is_none() {
+                self.0.push((name, value));
+            }
         }
     }
 
@@ -156,9 +166,20 @@ impl RuleSet {
             {
                 continue;
             }
-            for f in self.optional.iter().chain(&template.optional) {
-                find(f, input, &mut captures);
+            // A later optional finder's capture replaces an earlier one's, so they run last first,
+            // each adding only the names still unset; a finder whose names are all set already
+            // (or that captures nothing) cannot change the result and is not run.
+            let mut optional = Captures::new();
+            for f in self.optional.iter().chain(&template.optional).rev() {
+                if finder_names(f).all(|name| optional.get(name).is_some()) {
+                    continue;
+                }
+                scratch.clear();
+                find(f, input, &mut scratch);
+                optional.fill_unset_from(&mut scratch);
             }
+            optional.fill_unset_from(&mut captures);
+            let captures = optional;
             return match self.build(template, &captures, sent) {
                 Ok(tx) => Outcome {
                     missing_fields: missing_fields(template, &captures),
@@ -332,14 +353,14 @@ impl RuleSet {
 
 /// Runs one finder; when it passes, adds its captures (trimmed, whitespace collapsed) and returns
 /// true. A negated finder passes when its test fails and never captures.
-fn find(finder: &Finder, input: &Input<'_>, captures: &mut Captures) -> bool {
+fn find<'r>(finder: &'r Finder, input: &Input<'_>, captures: &mut Captures<'r>) -> bool {
     if finder.negate {
         return !test(&finder.test, input, &mut Captures::new());
     }
     test(&finder.test, input, captures)
 }
 
-fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
+fn test<'r>(test: &'r Test, input: &Input<'_>, captures: &mut Captures<'r>) -> bool {
     match test {
         Test::Regex {
             source,
@@ -456,6 +477,19 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
     }
     let out = normalize_space(&out);
     (!out.is_empty()).then_some(out)
+}
+
+/// The names a finder captures when it passes (none for a negated finder).
+fn finder_names(finder: &Finder) -> impl Iterator<Item = &str> {
+    let (regex, capture) = match &finder.test {
+        _ if finder.negate => (None, None),
+        Test::Regex { regex, .. } => (Some(regex), None),
+        Test::Pointer { regex, capture, .. } => (regex.as_ref(), capture.as_deref()),
+    };
+    regex
+        .into_iter()
+        .flat_map(|r| r.capture_names().flatten())
+        .chain(capture)
 }
 
 /// The fields `template` declares with a slot none of whose captures was found (or found empty):
