@@ -1,13 +1,16 @@
 //! Applies a compiled rule set to a message: ignore rules, then templates in order; the first
 //! template whose required finders all match builds the transaction.
 
+use std::borrow::Cow;
+
+use chrono::format::{Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::rules::{
-    normalize_space, Action, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template,
-    Test, DEFAULT_DATE_FORMATS,
+    domain_of, is_normal_space, normalize_space, Action, AmountFormat, Finder, RuleSet, Segment,
+    SignRule, Source, Template, Test, DEFAULT_DATE_FORMATS,
 };
 use super::{Outcome, Plugin};
 use crate::message::{MessageTime, Webhook};
@@ -85,8 +88,9 @@ impl Plugin for RuleSet {
     }
 
     fn claims(&self, sender: &str, subject: &str) -> bool {
+        let domain = domain_of(sender);
         self.kind == Kind::Email
-            && self.senders.iter().any(|s| s.matches(sender))
+            && self.senders.iter().any(|s| s.matches_split(sender, domain))
             && (self.subjects.is_empty() || self.subjects.iter().any(|re| re.is_match(subject)))
     }
 
@@ -279,13 +283,19 @@ impl RuleSet {
     ) -> Result<NaiveDate, String> {
         match fill_opt(&template.fields.date, captures) {
             Some(text) => {
-                let formats: Vec<&str> = [&template.date_formats, &self.date_formats]
+                let unread = |formats: &dyn std::fmt::Debug| {
+                    format!("date {text:?} matches none of the formats {formats:?}")
+                };
+                match [&template.date_formats, &self.date_formats]
                     .into_iter()
                     .find(|f| !f.is_empty())
-                    .map(|f| f.iter().map(String::as_str).collect())
-                    .unwrap_or_else(|| DEFAULT_DATE_FORMATS.to_vec());
-                parse_date(&text, &formats, self.timezone)
-                    .ok_or_else(|| format!("date {text:?} matches none of the formats {formats:?}"))
+                {
+                    Some(formats) => {
+                        parse_date(&text, formats, self.timezone).ok_or_else(|| unread(formats))
+                    }
+                    None => parse_date(&text, DEFAULT_DATE_FORMATS, self.timezone)
+                        .ok_or_else(|| unread(&DEFAULT_DATE_FORMATS)),
+                }
             }
             None => sent
                 .map(|t| local_date(t, self.timezone))
@@ -475,7 +485,11 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
             }
         }
     }
-    let out = normalize_space(&out);
+    let out = if is_normal_space(&out) {
+        out
+    } else {
+        normalize_space(&out)
+    };
     (!out.is_empty()).then_some(out)
 }
 
@@ -540,19 +554,24 @@ fn minute_key(time: MessageTime) -> String {
 
 /// Reads a printed date. A trailing zone abbreviation (`PDT`, `EST`) is dropped: the printed day
 /// is already the local day. Zoned timestamps are converted to the plugin's time zone.
-pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
-    let text = normalize_space(text);
-    let bare = strip_zone_abbreviation(&text);
-    formats.iter().find_map(|format| match *format {
-        "rfc3339" => DateTime::parse_from_rfc3339(&text)
+pub fn parse_date<S: AsRef<str>>(text: &str, formats: &[S], tz: Tz) -> Option<NaiveDate> {
+    let text: Cow<str> = if is_normal_space(text) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(normalize_space(text))
+    };
+    let text = text.as_ref();
+    let bare = strip_zone_abbreviation(text);
+    formats.iter().find_map(|format| match format.as_ref() {
+        "rfc3339" => DateTime::parse_from_rfc3339(text)
             .ok()
             .map(|t| t.with_timezone(&tz).date_naive()),
-        "rfc2822" => DateTime::parse_from_rfc2822(&text)
+        "rfc2822" => DateTime::parse_from_rfc2822(text)
             .ok()
             .map(|t| t.with_timezone(&tz).date_naive()),
-        "unix" | "unix_ms" => {
+        format @ ("unix" | "unix_ms") => {
             let n: i64 = text.parse().ok()?;
-            let t = if *format == "unix" {
+            let t = if format == "unix" {
                 DateTime::from_timestamp(n, 0)
             } else {
                 DateTime::from_timestamp_millis(n)
@@ -561,22 +580,38 @@ pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
         }
         // `utc:PATTERN`: a time with no zone that the source documents as UTC (bunq).
         pattern if pattern.starts_with("utc:") => {
-            NaiveDateTime::parse_from_str(&text, &pattern[4..])
+            NaiveDateTime::parse_from_str(text, &pattern[4..])
                 .ok()
                 .map(|t| t.and_utc().with_timezone(&tz).date_naive())
         }
-        // A pattern with an offset names an instant; convert it before naive readings, which
-        // would silently drop the offset.
-        pattern => DateTime::parse_from_str(&text, pattern)
-            .ok()
-            .map(|t| t.with_timezone(&tz).date_naive())
-            .or_else(|| NaiveDate::parse_from_str(bare, pattern).ok())
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(bare, pattern)
-                    .ok()
-                    .map(|t| t.date())
-            }),
+        pattern => parse_with_pattern(text, bare, pattern, tz),
     })
+}
+
+/// A chrono pattern's reading of a date: `DateTime::parse_from_str` of `text`, else
+/// `NaiveDate::parse_from_str` of `bare`, else `NaiveDateTime::parse_from_str` of `bare`, with
+/// each text read once (`bare` is `text` without its zone abbreviation, often all of it).
+fn parse_with_pattern(text: &str, bare: &str, pattern: &str, tz: Tz) -> Option<NaiveDate> {
+    let read = |s: &str| {
+        let mut parsed = Parsed::new();
+        chrono::format::parse(&mut parsed, s, StrftimeItems::new(pattern))
+            .ok()
+            .map(|()| parsed)
+    };
+    let whole = read(text);
+    // A pattern with an offset names an instant; convert it before naive readings, which
+    // would silently drop the offset.
+    if let Some(t) = whole.as_ref().and_then(|p| p.to_datetime().ok()) {
+        return Some(t.with_timezone(&tz).date_naive());
+    }
+    let bare = if bare.len() == text.len() {
+        whole?
+    } else {
+        read(bare)?
+    };
+    bare.to_naive_date()
+        .ok()
+        .or_else(|| bare.to_naive_datetime_with_offset(0).ok().map(|t| t.date()))
 }
 
 fn strip_zone_abbreviation(text: &str) -> &str {
