@@ -2,6 +2,7 @@
 //! template whose required finders all match builds the transaction.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use chrono::format::{Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -34,17 +35,19 @@ pub struct EmailView<'a> {
 
 /// What finders read from: an email view or a webhook.
 enum Input<'a> {
-    Email(&'a EmailView<'a>),
+    /// The view, and its links one per line, joined when a finder first reads them.
+    Email(&'a EmailView<'a>, &'a OnceCell<String>),
     Webhook(&'a Webhook),
 }
 
 /// What finders captured, by name; a later capture of a name replaces the earlier one. A rule
 /// set captures a handful of names, so a short list beats hashing each name. Names are borrowed
-/// from the rule set's regexes and finders.
+/// from the rule set's regexes and finders (`'r`), values from the message where they need no
+/// change (`'h`).
 #[derive(Debug, Default)]
-struct Captures<'r>(Vec<(&'r str, String)>);
+struct Captures<'r, 'h>(Vec<(&'r str, Cow<'h, str>)>);
 
-impl<'r> Captures<'r> {
+impl<'r, 'h> Captures<'r, 'h> {
     fn new() -> Self {
         Self::default()
     }
@@ -53,11 +56,14 @@ impl<'r> Captures<'r> {
         self.0.clear();
     }
 
-    fn get(&self, name: &str) -> Option<&String> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
     }
 
-    fn insert(&mut self, name: &'r str, value: String) {
+    fn insert(&mut self, name: &'r str, value: Cow<'h, str>) {
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some((_, old)) => *old = value,
             None => self.0.push((name, value)),
@@ -65,7 +71,7 @@ impl<'r> Captures<'r> {
     }
 
     /// Moves `other`'s captures in, keeping this list's value wherever both have a name.
-    fn fill_unset_from(&mut self, other: &mut Captures<'r>) {
+    fn fill_unset_from(&mut self, other: &mut Captures<'r, 'h>) {
         for (name, value) in other.0.drain(..) {
             if self.get(name).is_none() {
                 self.0.push((name, value));
@@ -73,8 +79,8 @@ impl<'r> Captures<'r> {
         }
     }
 
-    fn values(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, v)| v)
+    fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, v)| v.as_ref())
     }
 }
 
@@ -95,7 +101,7 @@ impl Plugin for RuleSet {
     }
 
     fn parse_email(&self, view: &EmailView<'_>) -> Outcome {
-        self.apply(&Input::Email(view), view.sent)
+        self.apply(&Input::Email(view, &OnceCell::new()), view.sent)
     }
 
     fn parse_webhook(&self, hook: &Webhook) -> Outcome {
@@ -118,11 +124,15 @@ impl Plugin for RuleSet {
         let fetch = self.fetch.as_ref()?;
         let input = Input::Webhook(hook);
         let mut captures = Captures::new();
-        if !fetch.when.iter().all(|f| find(f, &input, &mut captures)) {
+        if !fetch
+            .when
+            .iter()
+            .all(|f| find(f, &input, Some(&mut captures)))
+        {
             return None;
         }
         // Ids go into a URL path: only what is safe there unescaped.
-        let safe = |v: &String| {
+        let safe = |v: &str| {
             v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
         };
@@ -156,7 +166,13 @@ impl RuleSet {
         let mut scratch = Captures::new();
         for rule in &self.ignore {
             scratch.clear();
-            if rule.when.iter().all(|f| find(f, input, &mut scratch)) {
+            // Captures are read only to fill the reason; without slots a match is enough.
+            let reads_captures = rule.reason.iter().any(|s| matches!(s, Segment::Slot(..)));
+            if rule
+                .when
+                .iter()
+                .all(|f| find(f, input, Some(&mut scratch).filter(|_| reads_captures)))
+            {
                 let reason = fill(&rule.reason, &scratch).unwrap_or_else(|| "ignored".to_owned());
                 return Outcome::ignored(&self.id, &reason);
             }
@@ -166,7 +182,7 @@ impl RuleSet {
             if !template
                 .require
                 .iter()
-                .all(|f| find(f, input, &mut captures))
+                .all(|f| find(f, input, Some(&mut captures)))
             {
                 continue;
             }
@@ -179,7 +195,7 @@ impl RuleSet {
                     continue;
                 }
                 scratch.clear();
-                find(f, input, &mut scratch);
+                find(f, input, Some(&mut scratch));
                 optional.fill_unset_from(&mut scratch);
             }
             optional.fill_unset_from(&mut captures);
@@ -362,15 +378,24 @@ impl RuleSet {
 }
 
 /// Runs one finder; when it passes, adds its captures (trimmed, whitespace collapsed) and returns
-/// true. A negated finder passes when its test fails and never captures.
-fn find<'r>(finder: &'r Finder, input: &Input<'_>, captures: &mut Captures<'r>) -> bool {
+/// true. A negated finder passes when its test fails and never captures. With no `captures` to
+/// add to, only whether it passes is worked out.
+fn find<'r, 'h>(
+    finder: &'r Finder,
+    input: &Input<'h>,
+    captures: Option<&mut Captures<'r, 'h>>,
+) -> bool {
     if finder.negate {
-        return !test(&finder.test, input, &mut Captures::new());
+        return !test(&finder.test, input, None);
     }
     test(&finder.test, input, captures)
 }
 
-fn test<'r>(test: &'r Test, input: &Input<'_>, captures: &mut Captures<'r>) -> bool {
+fn test<'r, 'h>(
+    test: &'r Test,
+    input: &Input<'h>,
+    captures: Option<&mut Captures<'r, 'h>>,
+) -> bool {
     match test {
         Test::Regex {
             source,
@@ -378,18 +403,14 @@ fn test<'r>(test: &'r Test, input: &Input<'_>, captures: &mut Captures<'r>) -> b
             regex,
             required,
         } => {
-            let joined_links;
-            let haystack: &str = match (input, source) {
-                (Input::Email(v), Source::Subject) => v.subject,
-                (Input::Email(v), Source::Body) => v.body,
-                (Input::Email(v), Source::Text) => v.text,
-                (Input::Email(v), Source::Html) => v.html,
-                (Input::Email(v), Source::From) => v.from,
-                (Input::Email(v), Source::Links) => {
-                    joined_links = v.links.join("\n");
-                    &joined_links
-                }
-                (Input::Email(v), Source::Header) => header_value(v.headers, header.as_deref()),
+            let haystack: &'h str = match (input, source) {
+                (Input::Email(v, _), Source::Subject) => v.subject,
+                (Input::Email(v, _), Source::Body) => v.body,
+                (Input::Email(v, _), Source::Text) => v.text,
+                (Input::Email(v, _), Source::Html) => v.html,
+                (Input::Email(v, _), Source::From) => v.from,
+                (Input::Email(v, links), Source::Links) => links.get_or_init(|| v.links.join("\n")),
+                (Input::Email(v, _), Source::Header) => header_value(v.headers, header.as_deref()),
                 (Input::Webhook(h), Source::Header) => {
                     header.as_deref().and_then(|n| h.header(n)).unwrap_or("")
                 }
@@ -400,13 +421,16 @@ fn test<'r>(test: &'r Test, input: &Input<'_>, captures: &mut Captures<'r>) -> b
             if long && !required.may_match(haystack) {
                 return false;
             }
+            let Some(captures) = captures else {
+                return regex.is_match(haystack);
+            };
             let Some(found) = regex.captures(haystack) else {
                 return false;
             };
             // By group index: looking a group up by name hashes the name.
             for (i, name) in regex.capture_names().enumerate() {
                 if let (Some(name), Some(m)) = (name, found.get(i)) {
-                    let value = normalize_space(m.as_str());
+                    let value = normalized(m.as_str());
                     if !value.is_empty() {
                         captures.insert(name, value);
                     }
@@ -437,24 +461,36 @@ fn test<'r>(test: &'r Test, input: &Input<'_>, captures: &mut Captures<'r>) -> b
                     return false;
                 }
             }
+            let Some(captures) = captures else {
+                return regex.as_ref().is_none_or(|re| re.is_match(&text));
+            };
             if let Some(re) = regex {
                 let Some(found) = re.captures(&text) else {
                     return false;
                 };
                 for name in re.capture_names().flatten() {
                     if let Some(m) = found.name(name) {
-                        captures.insert(name, normalize_space(m.as_str()));
+                        captures.insert(name, Cow::Owned(normalize_space(m.as_str())));
                     }
                 }
             }
             if let Some(name) = capture {
                 let value = normalize_space(&text);
                 if !value.is_empty() {
-                    captures.insert(name, value);
+                    captures.insert(name, Cow::Owned(value));
                 }
             }
             true
         }
+    }
+}
+
+/// `normalize_space`, borrowing text that is already normal.
+fn normalized(text: &str) -> Cow<'_, str> {
+    if is_normal_space(text) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(normalize_space(text))
     }
 }
 
@@ -480,7 +516,7 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
                 let value = names
                     .iter()
                     .find_map(|n| captures.get(n))
-                    .or(default.as_ref())?;
+                    .or(default.as_deref())?;
                 out.push_str(value);
             }
         }
@@ -555,11 +591,7 @@ fn minute_key(time: MessageTime) -> String {
 /// Reads a printed date. A trailing zone abbreviation (`PDT`, `EST`) is dropped: the printed day
 /// is already the local day. Zoned timestamps are converted to the plugin's time zone.
 pub fn parse_date<S: AsRef<str>>(text: &str, formats: &[S], tz: Tz) -> Option<NaiveDate> {
-    let text: Cow<str> = if is_normal_space(text) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(normalize_space(text))
-    };
+    let text = normalized(text);
     let text = text.as_ref();
     let bare = strip_zone_abbreviation(text);
     formats.iter().find_map(|format| match format.as_ref() {
