@@ -1051,14 +1051,18 @@ pub fn normalize_space(text: &str) -> String {
 /// Whether `normalize_space` would return `text` unchanged (false for some text it would keep:
 /// non-ASCII text is always normalized the slow way).
 pub fn is_normal_space(text: &str) -> bool {
+    // One pass: ASCII, no whitespace but single spaces between words.
     let b = text.as_bytes();
-    text.is_ascii()
-        && b.first().is_none_or(|&c| c != b' ')
-        && b.last().is_none_or(|&c| c != b' ')
-        && !b
-            .iter()
-            .any(|&c| matches!(c, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
-        && !b.windows(2).any(|w| w == b"  ")
+    let mut after_space = true;
+    for &c in b {
+        match c {
+            b' ' if after_space => return false,
+            b' ' => after_space = true,
+            b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | 0x80.. => return false,
+            _ => after_space = false,
+        }
+    }
+    !(after_space && !b.is_empty())
 }
 
 #[cfg(test)]
@@ -1081,6 +1085,25 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
             .into_iter()
             .map(|e| e.to_string())
             .collect()
+    }
+
+    #[test]
+    fn normal_space_is_told_apart_as_split_and_join_would() {
+        let pieces = ["a", "Z", " ", "  ", "\t", "\n", "\x0B", "\x0C", "\r", "\u{a0}", "\u{e9}", "."];
+        let mut state = 0x5eed_0f_5bace_u64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut text = String::new();
+            for k in 0..(state % 7) {
+                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
+            }
+            let normal = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if is_normal_space(&text) {
+                assert_eq!(text, normal);
+            } else {
+                assert!(text != normal || !text.is_ascii(), "{text:?}");
+            }
+        }
     }
 
     #[test]
