@@ -1045,7 +1045,14 @@ pub fn normalize_space(text: &str) -> String {
     if is_normal_space(text) {
         return text.to_owned();
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Whether `normalize_space` would return `text` unchanged (false for some text it would keep:
