@@ -186,20 +186,8 @@ impl RuleSet {
             {
                 continue;
             }
-            // A later optional finder's capture replaces an earlier one's, so they run last first,
-            // each adding only the names still unset; a finder whose names are all set already
-            // (or that captures nothing) cannot change the result and is not run.
-            let mut optional = Captures::new();
-            for f in self.optional.iter().chain(&template.optional).rev() {
-                if finder_names(f).all(|name| optional.get(name).is_some()) {
-                    continue;
-                }
-                scratch.clear();
-                find(f, input, Some(&mut scratch));
-                optional.fill_unset_from(&mut scratch);
-            }
-            optional.fill_unset_from(&mut captures);
-            let captures = optional;
+            let finders = self.optional.iter().chain(&template.optional);
+            let captures = with_optional(finders, input, captures);
             return match self.build(template, &captures, sent) {
                 Ok(tx) => Outcome {
                     missing_fields: missing_fields(template, &captures),
@@ -529,6 +517,28 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
+/// `required` with what the optional `finders` capture added, a later finder's capture replacing
+/// an earlier one's (and any in `required`). So they run last first, each adding only the names
+/// still unset; a finder whose names are all set already (or that captures nothing) cannot
+/// change the result and is not run.
+fn with_optional<'r, 'h>(
+    finders: impl DoubleEndedIterator<Item = &'r Finder>,
+    input: &Input<'h>,
+    mut required: Captures<'r, 'h>,
+) -> Captures<'r, 'h> {
+    let mut captures = Captures::new();
+    let mut scratch = Captures::new();
+    for f in finders.rev() {
+        if finder_names(f).all(|name| captures.get(name).is_some()) {
+            continue;
+        }
+        find(f, input, Some(&mut scratch));
+        captures.fill_unset_from(&mut scratch);
+    }
+    captures.fill_unset_from(&mut required);
+    captures
+}
+
 /// The names a finder captures when it passes (none for a negated finder).
 fn finder_names(finder: &Finder) -> impl Iterator<Item = &str> {
     let (regex, capture) = match &finder.test {
@@ -667,6 +677,145 @@ mod tests {
 
     fn pacific() -> Tz {
         "America/Los_Angeles".parse().unwrap()
+    }
+
+    /// Every fixture email's rule inputs (as `parse_parsed_email` builds them for the mail
+    /// itself), and variants of each body: cut short, a piece repeated (several matches, where
+    /// the first must win), lines dropped, text added at either end.
+    fn fixture_inputs() -> Vec<(String, crate::message::Email, Vec<String>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut paths = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            if dir.is_dir() {
+                for file in std::fs::read_dir(&dir).unwrap() {
+                    let path = file.unwrap().path();
+                    if path.extension().is_some_and(|e| e == "eml") {
+                        paths.push(path);
+                    }
+                }
+            }
+        }
+        paths.sort();
+        let mut state = 0x0b5e_55ed_cafe_f00d_u64;
+        let mut out = Vec::new();
+        for path in paths {
+            let Ok(email) = crate::message::Email::parse(&std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            let body = email.body_text().unwrap_or("").to_owned();
+            let mut bodies = vec![body.clone()];
+            let at = |state: u64, text: &str| {
+                let mut i = (state % (text.len() as u64 + 1)) as usize;
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                i
+            };
+            for _ in 0..12 {
+                state = crate::test_rng::xorshift64(state);
+                let (i, j) = {
+                    let a = at(state, &body);
+                    let b = at(state >> 20, &body);
+                    (a.min(b), a.max(b))
+                };
+                let lines: Vec<&str> = body.lines().collect();
+                let variant = match state % 6 {
+                    0 => body[..i].to_owned(),
+                    1 => body[i..].to_owned(),
+                    2 => format!("{}{}{}", &body[..j], &body[i..j], &body[j..]),
+                    3 => lines
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| (state >> (k % 60)) & 1 == 0)
+                        .map(|(_, l)| *l)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    4 => format!("x{body}\n"),
+                    _ => format!("{}\n{}", &body[i..j], body),
+                };
+                bodies.push(variant);
+            }
+            out.push((path.display().to_string(), email, bodies));
+        }
+        assert!(out.len() >= 20, "{} fixtures", out.len());
+        out
+    }
+
+    fn sorted(captures: &Captures<'_, '_>) -> Vec<(String, String)> {
+        let mut all: Vec<_> = captures
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The optional finders run last first, skipping any whose names are set; this checks the
+    /// result is what running them all in order, each overriding the earlier, gives, for every
+    /// built-in plugin's templates over every fixture body and its variants. It also checks that
+    /// a finder asked only whether it matches (`is_match`) answers as its capture search does.
+    #[test]
+    fn optional_finders_last_first_capture_what_all_in_order_would() {
+        let rule_sets: Vec<RuleSet> = crate::parse::builtin::EMBEDDED
+            .iter()
+            .map(|(id, text)| crate::parse::rules::compile("t", id, text).unwrap())
+            .filter(|r| r.kind == Kind::Email)
+            .collect();
+        assert!(rule_sets.len() >= 5, "{} email plugins", rule_sets.len());
+        let mut compared = 0;
+        let mut captured = 0;
+        for (path, email, bodies) in fixture_inputs() {
+            for body in &bodies {
+                let view = EmailView {
+                    from: email.envelope.from.as_deref().unwrap_or(""),
+                    subject: &email.envelope.subject,
+                    body,
+                    text: body,
+                    html: body,
+                    links: &email.links,
+                    headers: &email.headers,
+                    sent: email.envelope.date,
+                };
+                let links = OnceCell::new();
+                let input = Input::Email(&view, &links);
+                for rules in &rule_sets {
+                    let finders = rules
+                        .ignore
+                        .iter()
+                        .flat_map(|r| &r.when)
+                        .chain(&rules.optional)
+                        .chain(rules.templates.iter().flat_map(|t| &t.require));
+                    for f in finders {
+                        let mut captures = Captures::new();
+                        assert_eq!(
+                            find(f, &input, None),
+                            find(f, &input, Some(&mut captures)),
+                            "{path}: {f:?}"
+                        );
+                    }
+                    for template in &rules.templates {
+                        let mut required = Captures::new();
+                        required.insert("payee", Cow::Borrowed("from a required finder"));
+                        let mut in_order = Captures::new();
+                        in_order.insert("payee", Cow::Borrowed("from a required finder"));
+                        let finders = rules.optional.iter().chain(&template.optional);
+                        for f in finders.clone() {
+                            find(f, &input, Some(&mut in_order));
+                        }
+                        let last_first = with_optional(finders, &input, required);
+                        assert_eq!(sorted(&last_first), sorted(&in_order), "{path}");
+                        compared += 1;
+                        captured += in_order.0.len();
+                    }
+                }
+            }
+        }
+        assert!(
+            compared > 1000 && captured > compared,
+            "{compared} {captured}"
+        );
     }
 
     #[test]

@@ -1096,7 +1096,9 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
 
     #[test]
     fn normal_space_is_told_apart_as_split_and_join_would() {
-        let pieces = ["a", "Z", " ", "  ", "\t", "\n", "\x0B", "\x0C", "\r", "\u{a0}", "\u{e9}", "."];
+        let pieces = [
+            "a", "Z", " ", "  ", "\t", "\n", "\x0B", "\x0C", "\r", "\u{a0}", "\u{e9}", ".",
+        ];
         let mut state = 0x5eed_0f_5bace_u64;
         for _ in 0..20_000 {
             state = crate::test_rng::xorshift64(state);
