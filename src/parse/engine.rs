@@ -526,8 +526,9 @@ fn with_optional<'r, 'h>(
     input: &Input<'h>,
     mut required: Captures<'r, 'h>,
 ) -> Captures<'r, 'h> {
-    let mut captures = Captures::new();
-    let mut scratch = Captures::new();
+    // Room for a rule set's usual handful of names, so the lists never grow.
+    let mut captures = Captures(Vec::with_capacity(12));
+    let mut scratch = Captures(Vec::with_capacity(4));
     for f in finders.rev() {
         if finder_names(f).all(|name| captures.get(name).is_some()) {
             continue;
