@@ -819,6 +819,97 @@ mod tests {
         );
     }
 
+    /// `parse_with_pattern` reads each text once; this checks it against the three chrono calls
+    /// it replaces on dates, times, offsets and zone abbreviations, whole and damaged.
+    #[test]
+    fn a_pattern_reads_dates_as_the_three_chrono_calls_did() {
+        let tz = pacific();
+        let patterns = [
+            "%b %d, %Y",
+            "%B %d, %Y",
+            "%Y-%m-%d",
+            "%m/%d/%Y",
+            "%m/%d/%Y %I:%M %p",
+            "%Y-%m-%d %H:%M:%S %z",
+            "%Y-%m-%dT%H:%M:%S%:z",
+            "%d.%m.%Y %H:%M",
+            "%s",
+        ];
+        let pieces = [
+            "Mar",
+            "March",
+            " ",
+            "01",
+            "1",
+            ",",
+            "2024",
+            "PDT",
+            "EST",
+            "-",
+            "03",
+            "/",
+            ":",
+            "4:05",
+            "PM",
+            "AM",
+            "+0000",
+            "-07:00",
+            "T",
+            "12:30:00",
+            ".",
+            "1709269200",
+            "Z",
+            "x",
+        ];
+        let reference = |text: &str, pattern: &str| {
+            let bare = strip_zone_abbreviation(text);
+            DateTime::parse_from_str(text, pattern)
+                .ok()
+                .map(|t| t.with_timezone(&tz).date_naive())
+                .or_else(|| NaiveDate::parse_from_str(bare, pattern).ok())
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(bare, pattern)
+                        .ok()
+                        .map(|t| t.date())
+                })
+        };
+        let mut texts: Vec<String> = [
+            "Mar 01, 2024 PDT",
+            "March 1, 2024",
+            "2024-03-01",
+            "03/01/2024 4:05 PM",
+            "2024-03-02 01:00:00 +0000",
+            "2024-03-02T01:00:00-07:00",
+            "01.03.2024 12:30",
+            "1709269200",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut state = 0x0da7_e0ff_f00d_u64;
+        for _ in 0..3_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut text = String::new();
+            for k in 0..(1 + state % 8) {
+                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
+            }
+            texts.push(text);
+        }
+        let mut read = 0;
+        for text in &texts {
+            let bare = strip_zone_abbreviation(text);
+            for pattern in patterns {
+                let expected = reference(text, pattern);
+                read += usize::from(expected.is_some());
+                assert_eq!(
+                    parse_with_pattern(text, bare, pattern, tz),
+                    expected,
+                    "{text:?} {pattern:?}"
+                );
+            }
+        }
+        assert!(read >= 8, "{read}");
+    }
+
     #[test]
     fn dates_in_many_shapes() {
         let d = |t: &str, f: &[&str]| parse_date(t, f, pacific()).map(|d| d.to_string());
