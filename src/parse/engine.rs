@@ -1,13 +1,17 @@
 //! Applies a compiled rule set to a message: ignore rules, then templates in order; the first
 //! template whose required finders all match builds the transaction.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use chrono::format::{Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::rules::{
-    normalize_space, Action, AmountFormat, Finder, RuleSet, Segment, SignRule, Source, Template,
-    Test, DEFAULT_DATE_FORMATS,
+    domain_of, is_normal_space, normalize_space, Action, AmountFormat, Finder, RuleSet, Segment,
+    SignRule, Source, Template, Test, DEFAULT_DATE_FORMATS,
 };
 use super::{Outcome, Plugin};
 use crate::message::{MessageTime, Webhook};
@@ -31,16 +35,19 @@ pub struct EmailView<'a> {
 
 /// What finders read from: an email view or a webhook.
 enum Input<'a> {
-    Email(&'a EmailView<'a>),
+    /// The view, and its links one per line, joined when a finder first reads them.
+    Email(&'a EmailView<'a>, &'a OnceCell<String>),
     Webhook(&'a Webhook),
 }
 
 /// What finders captured, by name; a later capture of a name replaces the earlier one. A rule
-/// set captures a handful of names, so a short list beats hashing each name.
+/// set captures a handful of names, so a short list beats hashing each name. Names are borrowed
+/// from the rule set's regexes and finders (`'r`), values from the message where they need no
+/// change (`'h`).
 #[derive(Debug, Default)]
-struct Captures(Vec<(String, String)>);
+struct Captures<'r, 'h>(Vec<(&'r str, Cow<'h, str>)>);
 
-impl Captures {
+impl<'r, 'h> Captures<'r, 'h> {
     fn new() -> Self {
         Self::default()
     }
@@ -49,19 +56,31 @@ impl Captures {
         self.0.clear();
     }
 
-    fn get(&self, name: &str) -> Option<&String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
     }
 
-    fn insert(&mut self, name: &str, value: String) {
-        match self.0.iter_mut().find(|(k, _)| k == name) {
+    fn insert(&mut self, name: &'r str, value: Cow<'h, str>) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some((_, old)) => *old = value,
-            None => self.0.push((name.to_owned(), value)),
+            None => self.0.push((name, value)),
         }
     }
 
-    fn values(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, v)| v)
+    /// Moves `other`'s captures in, keeping this list's value wherever both have a name.
+    fn fill_unset_from(&mut self, other: &mut Captures<'r, 'h>) {
+        for (name, value) in other.0.drain(..) {
+            if self.get(name).is_none() {
+                self.0.push((name, value));
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, v)| v.as_ref())
     }
 }
 
@@ -75,13 +94,14 @@ impl Plugin for RuleSet {
     }
 
     fn claims(&self, sender: &str, subject: &str) -> bool {
+        let domain = domain_of(sender);
         self.kind == Kind::Email
-            && self.senders.iter().any(|s| s.matches(sender))
+            && self.senders.iter().any(|s| s.matches_split(sender, domain))
             && (self.subjects.is_empty() || self.subjects.iter().any(|re| re.is_match(subject)))
     }
 
     fn parse_email(&self, view: &EmailView<'_>) -> Outcome {
-        self.apply(&Input::Email(view), view.sent)
+        self.apply(&Input::Email(view, &OnceCell::new()), view.sent)
     }
 
     fn parse_webhook(&self, hook: &Webhook) -> Outcome {
@@ -104,11 +124,15 @@ impl Plugin for RuleSet {
         let fetch = self.fetch.as_ref()?;
         let input = Input::Webhook(hook);
         let mut captures = Captures::new();
-        if !fetch.when.iter().all(|f| find(f, &input, &mut captures)) {
+        if !fetch
+            .when
+            .iter()
+            .all(|f| find(f, &input, Some(&mut captures)))
+        {
             return None;
         }
         // Ids go into a URL path: only what is safe there unescaped.
-        let safe = |v: &String| {
+        let safe = |v: &str| {
             v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
         };
@@ -142,7 +166,13 @@ impl RuleSet {
         let mut scratch = Captures::new();
         for rule in &self.ignore {
             scratch.clear();
-            if rule.when.iter().all(|f| find(f, input, &mut scratch)) {
+            // Captures are read only to fill the reason; without slots a match is enough.
+            let reads_captures = rule.reason.iter().any(|s| matches!(s, Segment::Slot(..)));
+            if rule
+                .when
+                .iter()
+                .all(|f| find(f, input, Some(&mut scratch).filter(|_| reads_captures)))
+            {
                 let reason = fill(&rule.reason, &scratch).unwrap_or_else(|| "ignored".to_owned());
                 return Outcome::ignored(&self.id, &reason);
             }
@@ -152,13 +182,12 @@ impl RuleSet {
             if !template
                 .require
                 .iter()
-                .all(|f| find(f, input, &mut captures))
+                .all(|f| find(f, input, Some(&mut captures)))
             {
                 continue;
             }
-            for f in self.optional.iter().chain(&template.optional) {
-                find(f, input, &mut captures);
-            }
+            let finders = self.optional.iter().chain(&template.optional);
+            let captures = with_optional(finders, input, captures);
             return match self.build(template, &captures, sent) {
                 Ok(tx) => Outcome {
                     missing_fields: missing_fields(template, &captures),
@@ -258,13 +287,19 @@ impl RuleSet {
     ) -> Result<NaiveDate, String> {
         match fill_opt(&template.fields.date, captures) {
             Some(text) => {
-                let formats: Vec<&str> = [&template.date_formats, &self.date_formats]
+                let unread = |formats: &dyn std::fmt::Debug| {
+                    format!("date {text:?} matches none of the formats {formats:?}")
+                };
+                match [&template.date_formats, &self.date_formats]
                     .into_iter()
                     .find(|f| !f.is_empty())
-                    .map(|f| f.iter().map(String::as_str).collect())
-                    .unwrap_or_else(|| DEFAULT_DATE_FORMATS.to_vec());
-                parse_date(&text, &formats, self.timezone)
-                    .ok_or_else(|| format!("date {text:?} matches none of the formats {formats:?}"))
+                {
+                    Some(formats) => {
+                        parse_date(&text, formats, self.timezone).ok_or_else(|| unread(formats))
+                    }
+                    None => parse_date(&text, DEFAULT_DATE_FORMATS, self.timezone)
+                        .ok_or_else(|| unread(&DEFAULT_DATE_FORMATS)),
+                }
             }
             None => sent
                 .map(|t| local_date(t, self.timezone))
@@ -331,15 +366,24 @@ impl RuleSet {
 }
 
 /// Runs one finder; when it passes, adds its captures (trimmed, whitespace collapsed) and returns
-/// true. A negated finder passes when its test fails and never captures.
-fn find(finder: &Finder, input: &Input<'_>, captures: &mut Captures) -> bool {
+/// true. A negated finder passes when its test fails and never captures. With no `captures` to
+/// add to, only whether it passes is worked out.
+fn find<'r, 'h>(
+    finder: &'r Finder,
+    input: &Input<'h>,
+    captures: Option<&mut Captures<'r, 'h>>,
+) -> bool {
     if finder.negate {
-        return !test(&finder.test, input, &mut Captures::new());
+        return !test(&finder.test, input, None);
     }
     test(&finder.test, input, captures)
 }
 
-fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
+fn test<'r, 'h>(
+    test: &'r Test,
+    input: &Input<'h>,
+    captures: Option<&mut Captures<'r, 'h>>,
+) -> bool {
     match test {
         Test::Regex {
             source,
@@ -347,18 +391,14 @@ fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
             regex,
             required,
         } => {
-            let joined_links;
-            let haystack: &str = match (input, source) {
-                (Input::Email(v), Source::Subject) => v.subject,
-                (Input::Email(v), Source::Body) => v.body,
-                (Input::Email(v), Source::Text) => v.text,
-                (Input::Email(v), Source::Html) => v.html,
-                (Input::Email(v), Source::From) => v.from,
-                (Input::Email(v), Source::Links) => {
-                    joined_links = v.links.join("\n");
-                    &joined_links
-                }
-                (Input::Email(v), Source::Header) => header_value(v.headers, header.as_deref()),
+            let haystack: &'h str = match (input, source) {
+                (Input::Email(v, _), Source::Subject) => v.subject,
+                (Input::Email(v, _), Source::Body) => v.body,
+                (Input::Email(v, _), Source::Text) => v.text,
+                (Input::Email(v, _), Source::Html) => v.html,
+                (Input::Email(v, _), Source::From) => v.from,
+                (Input::Email(v, links), Source::Links) => links.get_or_init(|| v.links.join("\n")),
+                (Input::Email(v, _), Source::Header) => header_value(v.headers, header.as_deref()),
                 (Input::Webhook(h), Source::Header) => {
                     header.as_deref().and_then(|n| h.header(n)).unwrap_or("")
                 }
@@ -369,13 +409,16 @@ fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
             if long && !required.may_match(haystack) {
                 return false;
             }
+            let Some(captures) = captures else {
+                return regex.is_match(haystack);
+            };
             let Some(found) = regex.captures(haystack) else {
                 return false;
             };
             // By group index: looking a group up by name hashes the name.
             for (i, name) in regex.capture_names().enumerate() {
                 if let (Some(name), Some(m)) = (name, found.get(i)) {
-                    let value = normalize_space(m.as_str());
+                    let value = normalized(m.as_str());
                     if !value.is_empty() {
                         captures.insert(name, value);
                     }
@@ -406,24 +449,36 @@ fn test(test: &Test, input: &Input<'_>, captures: &mut Captures) -> bool {
                     return false;
                 }
             }
+            let Some(captures) = captures else {
+                return regex.as_ref().is_none_or(|re| re.is_match(&text));
+            };
             if let Some(re) = regex {
                 let Some(found) = re.captures(&text) else {
                     return false;
                 };
                 for name in re.capture_names().flatten() {
                     if let Some(m) = found.name(name) {
-                        captures.insert(name, normalize_space(m.as_str()));
+                        captures.insert(name, Cow::Owned(normalize_space(m.as_str())));
                     }
                 }
             }
             if let Some(name) = capture {
                 let value = normalize_space(&text);
                 if !value.is_empty() {
-                    captures.insert(name, value);
+                    captures.insert(name, Cow::Owned(value));
                 }
             }
             true
         }
+    }
+}
+
+/// `normalize_space`, borrowing text that is already normal.
+fn normalized(text: &str) -> Cow<'_, str> {
+    if is_normal_space(text) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(normalize_space(text))
     }
 }
 
@@ -449,13 +504,53 @@ fn fill(segments: &[Segment], captures: &Captures) -> Option<String> {
                 let value = names
                     .iter()
                     .find_map(|n| captures.get(n))
-                    .or(default.as_ref())?;
+                    .or(default.as_deref())?;
                 out.push_str(value);
             }
         }
     }
-    let out = normalize_space(&out);
+    let out = if is_normal_space(&out) {
+        out
+    } else {
+        normalize_space(&out)
+    };
     (!out.is_empty()).then_some(out)
+}
+
+/// `required` with what the optional `finders` capture added, a later finder's capture replacing
+/// an earlier one's (and any in `required`). So they run last first, each adding only the names
+/// still unset; a finder whose names are all set already (or that captures nothing) cannot
+/// change the result and is not run.
+fn with_optional<'r, 'h>(
+    finders: impl DoubleEndedIterator<Item = &'r Finder>,
+    input: &Input<'h>,
+    mut required: Captures<'r, 'h>,
+) -> Captures<'r, 'h> {
+    // Room for a rule set's usual handful of names, so the lists never grow.
+    let mut captures = Captures(Vec::with_capacity(12));
+    let mut scratch = Captures(Vec::with_capacity(4));
+    for f in finders.rev() {
+        if finder_names(f).all(|name| captures.get(name).is_some()) {
+            continue;
+        }
+        find(f, input, Some(&mut scratch));
+        captures.fill_unset_from(&mut scratch);
+    }
+    captures.fill_unset_from(&mut required);
+    captures
+}
+
+/// The names a finder captures when it passes (none for a negated finder).
+fn finder_names(finder: &Finder) -> impl Iterator<Item = &str> {
+    let (regex, capture) = match &finder.test {
+        _ if finder.negate => (None, None),
+        Test::Regex { regex, .. } => (Some(regex), None),
+        Test::Pointer { regex, capture, .. } => (regex.as_ref(), capture.as_deref()),
+    };
+    regex
+        .into_iter()
+        .flat_map(|r| r.capture_names().flatten())
+        .chain(capture)
 }
 
 /// The fields `template` declares with a slot none of whose captures was found (or found empty):
@@ -506,19 +601,20 @@ fn minute_key(time: MessageTime) -> String {
 
 /// Reads a printed date. A trailing zone abbreviation (`PDT`, `EST`) is dropped: the printed day
 /// is already the local day. Zoned timestamps are converted to the plugin's time zone.
-pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
-    let text = normalize_space(text);
-    let bare = strip_zone_abbreviation(&text);
-    formats.iter().find_map(|format| match *format {
-        "rfc3339" => DateTime::parse_from_rfc3339(&text)
+pub fn parse_date<S: AsRef<str>>(text: &str, formats: &[S], tz: Tz) -> Option<NaiveDate> {
+    let text = normalized(text);
+    let text = text.as_ref();
+    let bare = strip_zone_abbreviation(text);
+    formats.iter().find_map(|format| match format.as_ref() {
+        "rfc3339" => DateTime::parse_from_rfc3339(text)
             .ok()
             .map(|t| t.with_timezone(&tz).date_naive()),
-        "rfc2822" => DateTime::parse_from_rfc2822(&text)
+        "rfc2822" => DateTime::parse_from_rfc2822(text)
             .ok()
             .map(|t| t.with_timezone(&tz).date_naive()),
-        "unix" | "unix_ms" => {
+        format @ ("unix" | "unix_ms") => {
             let n: i64 = text.parse().ok()?;
-            let t = if *format == "unix" {
+            let t = if format == "unix" {
                 DateTime::from_timestamp(n, 0)
             } else {
                 DateTime::from_timestamp_millis(n)
@@ -527,22 +623,38 @@ pub fn parse_date(text: &str, formats: &[&str], tz: Tz) -> Option<NaiveDate> {
         }
         // `utc:PATTERN`: a time with no zone that the source documents as UTC (bunq).
         pattern if pattern.starts_with("utc:") => {
-            NaiveDateTime::parse_from_str(&text, &pattern[4..])
+            NaiveDateTime::parse_from_str(text, &pattern[4..])
                 .ok()
                 .map(|t| t.and_utc().with_timezone(&tz).date_naive())
         }
-        // A pattern with an offset names an instant; convert it before naive readings, which
-        // would silently drop the offset.
-        pattern => DateTime::parse_from_str(&text, pattern)
-            .ok()
-            .map(|t| t.with_timezone(&tz).date_naive())
-            .or_else(|| NaiveDate::parse_from_str(bare, pattern).ok())
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(bare, pattern)
-                    .ok()
-                    .map(|t| t.date())
-            }),
+        pattern => parse_with_pattern(text, bare, pattern, tz),
     })
+}
+
+/// A chrono pattern's reading of a date: `DateTime::parse_from_str` of `text`, else
+/// `NaiveDate::parse_from_str` of `bare`, else `NaiveDateTime::parse_from_str` of `bare`, with
+/// each text read once (`bare` is `text` without its zone abbreviation, often all of it).
+fn parse_with_pattern(text: &str, bare: &str, pattern: &str, tz: Tz) -> Option<NaiveDate> {
+    let read = |s: &str| {
+        let mut parsed = Parsed::new();
+        chrono::format::parse(&mut parsed, s, StrftimeItems::new(pattern))
+            .ok()
+            .map(|()| parsed)
+    };
+    let whole = read(text);
+    // A pattern with an offset names an instant; convert it before naive readings, which
+    // would silently drop the offset.
+    if let Some(t) = whole.as_ref().and_then(|p| p.to_datetime().ok()) {
+        return Some(t.with_timezone(&tz).date_naive());
+    }
+    let bare = if bare.len() == text.len() {
+        whole?
+    } else {
+        read(bare)?
+    };
+    bare.to_naive_date()
+        .ok()
+        .or_else(|| bare.to_naive_datetime_with_offset(0).ok().map(|t| t.date()))
 }
 
 fn strip_zone_abbreviation(text: &str) -> &str {
@@ -566,6 +678,236 @@ mod tests {
 
     fn pacific() -> Tz {
         "America/Los_Angeles".parse().unwrap()
+    }
+
+    /// Every fixture email's rule inputs (as `parse_parsed_email` builds them for the mail
+    /// itself), and variants of each body: cut short, a piece repeated (several matches, where
+    /// the first must win), lines dropped, text added at either end.
+    fn fixture_inputs() -> Vec<(String, crate::message::Email, Vec<String>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut paths = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            if dir.is_dir() {
+                for file in std::fs::read_dir(&dir).unwrap() {
+                    let path = file.unwrap().path();
+                    if path.extension().is_some_and(|e| e == "eml") {
+                        paths.push(path);
+                    }
+                }
+            }
+        }
+        paths.sort();
+        let mut state = 0x0b5e_55ed_cafe_f00d_u64;
+        let mut out = Vec::new();
+        for path in paths {
+            let Ok(email) = crate::message::Email::parse(&std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            let body = email.body_text().unwrap_or("").to_owned();
+            let mut bodies = vec![body.clone()];
+            let at = |state: u64, text: &str| {
+                let mut i = (state % (text.len() as u64 + 1)) as usize;
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                i
+            };
+            for _ in 0..12 {
+                state = crate::test_rng::xorshift64(state);
+                let (i, j) = {
+                    let a = at(state, &body);
+                    let b = at(state >> 20, &body);
+                    (a.min(b), a.max(b))
+                };
+                let lines: Vec<&str> = body.lines().collect();
+                let variant = match state % 6 {
+                    0 => body[..i].to_owned(),
+                    1 => body[i..].to_owned(),
+                    2 => format!("{}{}{}", &body[..j], &body[i..j], &body[j..]),
+                    3 => lines
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| (state >> (k % 60)) & 1 == 0)
+                        .map(|(_, l)| *l)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    4 => format!("x{body}\n"),
+                    _ => format!("{}\n{}", &body[i..j], body),
+                };
+                bodies.push(variant);
+            }
+            out.push((path.display().to_string(), email, bodies));
+        }
+        assert!(out.len() >= 20, "{} fixtures", out.len());
+        out
+    }
+
+    fn sorted(captures: &Captures<'_, '_>) -> Vec<(String, String)> {
+        let mut all: Vec<_> = captures
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The optional finders run last first, skipping any whose names are set; this checks the
+    /// result is what running them all in order, each overriding the earlier, gives, for every
+    /// built-in plugin's templates over every fixture body and its variants. It also checks that
+    /// a finder asked only whether it matches (`is_match`) answers as its capture search does.
+    #[test]
+    fn optional_finders_last_first_capture_what_all_in_order_would() {
+        let rule_sets: Vec<RuleSet> = crate::parse::builtin::EMBEDDED
+            .iter()
+            .map(|(id, text)| crate::parse::rules::compile("t", id, text).unwrap())
+            .filter(|r| r.kind == Kind::Email)
+            .collect();
+        assert!(rule_sets.len() >= 5, "{} email plugins", rule_sets.len());
+        let mut compared = 0;
+        let mut captured = 0;
+        for (path, email, bodies) in fixture_inputs() {
+            for body in &bodies {
+                let view = EmailView {
+                    from: email.envelope.from.as_deref().unwrap_or(""),
+                    subject: &email.envelope.subject,
+                    body,
+                    text: body,
+                    html: body,
+                    links: &email.links,
+                    headers: &email.headers,
+                    sent: email.envelope.date,
+                };
+                let links = OnceCell::new();
+                let input = Input::Email(&view, &links);
+                for rules in &rule_sets {
+                    let finders = rules
+                        .ignore
+                        .iter()
+                        .flat_map(|r| &r.when)
+                        .chain(&rules.optional)
+                        .chain(rules.templates.iter().flat_map(|t| &t.require));
+                    for f in finders {
+                        let mut captures = Captures::new();
+                        assert_eq!(
+                            find(f, &input, None),
+                            find(f, &input, Some(&mut captures)),
+                            "{path}: {f:?}"
+                        );
+                    }
+                    for template in &rules.templates {
+                        let mut required = Captures::new();
+                        required.insert("payee", Cow::Borrowed("from a required finder"));
+                        let mut in_order = Captures::new();
+                        in_order.insert("payee", Cow::Borrowed("from a required finder"));
+                        let finders = rules.optional.iter().chain(&template.optional);
+                        for f in finders.clone() {
+                            find(f, &input, Some(&mut in_order));
+                        }
+                        let last_first = with_optional(finders, &input, required);
+                        assert_eq!(sorted(&last_first), sorted(&in_order), "{path}");
+                        compared += 1;
+                        captured += in_order.0.len();
+                    }
+                }
+            }
+        }
+        assert!(
+            compared > 1000 && captured > compared,
+            "{compared} {captured}"
+        );
+    }
+
+    /// `parse_with_pattern` reads each text once; this checks it against the three chrono calls
+    /// it replaces on dates, times, offsets and zone abbreviations, whole and damaged.
+    #[test]
+    fn a_pattern_reads_dates_as_the_three_chrono_calls_did() {
+        let tz = pacific();
+        let patterns = [
+            "%b %d, %Y",
+            "%B %d, %Y",
+            "%Y-%m-%d",
+            "%m/%d/%Y",
+            "%m/%d/%Y %I:%M %p",
+            "%Y-%m-%d %H:%M:%S %z",
+            "%Y-%m-%dT%H:%M:%S%:z",
+            "%d.%m.%Y %H:%M",
+            "%s",
+        ];
+        let pieces = [
+            "Mar",
+            "March",
+            " ",
+            "01",
+            "1",
+            ",",
+            "2024",
+            "PDT",
+            "EST",
+            "-",
+            "03",
+            "/",
+            ":",
+            "4:05",
+            "PM",
+            "AM",
+            "+0000",
+            "-07:00",
+            "T",
+            "12:30:00",
+            ".",
+            "1709269200",
+            "Z",
+            "x",
+        ];
+        let reference = |text: &str, pattern: &str| {
+            let bare = strip_zone_abbreviation(text);
+            DateTime::parse_from_str(text, pattern)
+                .ok()
+                .map(|t| t.with_timezone(&tz).date_naive())
+                .or_else(|| NaiveDate::parse_from_str(bare, pattern).ok())
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(bare, pattern)
+                        .ok()
+                        .map(|t| t.date())
+                })
+        };
+        let mut texts: Vec<String> = [
+            "Mar 01, 2024 PDT",
+            "March 1, 2024",
+            "2024-03-01",
+            "03/01/2024 4:05 PM",
+            "2024-03-02 01:00:00 +0000",
+            "2024-03-02T01:00:00-07:00",
+            "01.03.2024 12:30",
+            "1709269200",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut state = 0x0da7_e0ff_f00d_u64;
+        for _ in 0..3_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut text = String::new();
+            for k in 0..(1 + state % 8) {
+                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
+            }
+            texts.push(text);
+        }
+        let mut read = 0;
+        for text in &texts {
+            let bare = strip_zone_abbreviation(text);
+            for pattern in patterns {
+                let expected = reference(text, pattern);
+                read += usize::from(expected.is_some());
+                assert_eq!(
+                    parse_with_pattern(text, bare, pattern, tz),
+                    expected,
+                    "{text:?} {pattern:?}"
+                );
+            }
+        }
+        assert!(read >= 8, "{read}");
     }
 
     #[test]

@@ -304,25 +304,45 @@ pub struct IgnoreRule {
 #[derive(Debug, Clone)]
 pub struct SenderRule {
     /// Lowercase; an address when it holds `@`, else a domain that also covers its subdomains.
-    pub pattern: String,
+    pattern: String,
+    is_address: bool,
 }
 
 impl SenderRule {
+    pub fn new(pattern: String) -> Self {
+        let is_address = pattern.contains('@');
+        SenderRule {
+            pattern,
+            is_address,
+        }
+    }
+
     pub fn matches(&self, address: &str) -> bool {
-        // Byte loops rather than `str` searches: both strings are a few dozen bytes, and every
-        // plugin's senders are tried against every email, where the searchers' set-up dominated.
-        if self.pattern.bytes().any(|b| b == b'@') {
+        self.matches_split(address, domain_of(address))
+    }
+
+    /// `matches` for an address whose domain (`domain_of`) is already known: every plugin's
+    /// senders are tried against every email, so the address is split once for all of them.
+    pub fn matches_split(&self, address: &str, domain: Option<&str>) -> bool {
+        if self.is_address {
             return address == self.pattern;
         }
-        let Some(at) = address.bytes().rposition(|b| b == b'@') else {
+        let Some(domain) = domain else {
             return false;
         };
-        let domain = &address[at + 1..];
         domain == self.pattern
             || domain
                 .strip_suffix(self.pattern.as_str())
                 .is_some_and(|sub| sub.ends_with('.'))
     }
+}
+
+/// What follows the last `@` of an address, if it has one.
+pub fn domain_of(address: &str) -> Option<&str> {
+    // A byte loop rather than a `str` search: the address is a few dozen bytes, where a
+    // searcher's set-up dominated.
+    let at = address.bytes().rposition(|b| b == b'@')?;
+    Some(&address[at + 1..])
 }
 
 #[derive(Debug, Clone)]
@@ -613,7 +633,7 @@ impl Compiler<'_> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "@.-_+".contains(c));
                 if ok {
-                    Some(SenderRule { pattern })
+                    Some(SenderRule::new(pattern))
                 } else {
                     self.err(
                         &format!("claim.senders[{i}]"),
@@ -1022,18 +1042,35 @@ pub fn parse_segments(text: &str) -> Result<Vec<Segment>, String> {
 /// Trims and collapses runs of whitespace to one space.
 pub fn normalize_space(text: &str) -> String {
     // Most captures are already normal: ASCII with single spaces between words. Copy those.
-    let b = text.as_bytes();
-    let already_normal = text.is_ascii()
-        && b.first().is_none_or(|&c| c != b' ')
-        && b.last().is_none_or(|&c| c != b' ')
-        && !b
-            .iter()
-            .any(|&c| matches!(c, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
-        && !b.windows(2).any(|w| w == b"  ");
-    if already_normal {
+    if is_normal_space(text) {
         return text.to_owned();
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Whether `normalize_space` would return `text` unchanged (false for some text it would keep:
+/// non-ASCII text is always normalized the slow way).
+pub fn is_normal_space(text: &str) -> bool {
+    // One pass: ASCII, no whitespace but single spaces between words.
+    let b = text.as_bytes();
+    let mut after_space = true;
+    for &c in b {
+        match c {
+            b' ' if after_space => return false,
+            b' ' => after_space = true,
+            b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | 0x80.. => return false,
+            _ => after_space = false,
+        }
+    }
+    // Not normal if it ends in a space; empty text is normal.
+    !after_space || b.is_empty()
 }
 
 #[cfg(test)]
@@ -1056,6 +1093,27 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
             .into_iter()
             .map(|e| e.to_string())
             .collect()
+    }
+
+    #[test]
+    fn normal_space_is_told_apart_as_split_and_join_would() {
+        let pieces = [
+            "a", "Z", " ", "  ", "\t", "\n", "\x0B", "\x0C", "\r", "\u{a0}", "\u{e9}", ".",
+        ];
+        let mut state = 0x05ee_d0f5_bace_u64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut text = String::new();
+            for k in 0..(state % 7) {
+                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
+            }
+            let normal = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if is_normal_space(&text) {
+                assert_eq!(text, normal);
+            } else {
+                assert!(text != normal || !text.is_ascii(), "{text:?}");
+            }
+        }
     }
 
     #[test]
@@ -1211,17 +1269,13 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
 
     #[test]
     fn sender_rules_match_addresses_domains_and_subdomains_only() {
-        let domain = SenderRule {
-            pattern: "venmo.com".into(),
-        };
+        let domain = SenderRule::new("venmo.com".into());
         assert!(domain.matches("venmo@venmo.com"));
         assert!(domain.matches("x@email.venmo.com"));
         assert!(!domain.matches("venmo@notvenmo.com"));
         assert!(!domain.matches("venmo@venmo.com.evil.io"));
         assert!(!domain.matches("venmo.com"));
-        let addr = SenderRule {
-            pattern: "venmo@venmo.com".into(),
-        };
+        let addr = SenderRule::new("venmo@venmo.com".into());
         assert!(addr.matches("venmo@venmo.com"));
         assert!(!addr.matches("xvenmo@venmo.com"));
     }
