@@ -104,7 +104,7 @@ impl Email {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(EmailError::Empty);
         }
-        if boundary_count(raw) > MAX_BOUNDARIES {
+        if too_many_boundaries(raw) {
             return Err(EmailError::Malformed(format!(
                 "more than {MAX_BOUNDARIES} multipart boundaries"
             )));
@@ -455,6 +455,30 @@ fn decode_filtered_quoted_printable(input: &[u8]) -> Vec<u8> {
     decoded
 }
 
+/// Whether the message declares more than `MAX_BOUNDARIES` multipart boundaries
+/// (`boundary\s*=`, any case).
+fn too_many_boundaries(raw: &[u8]) -> bool {
+    // Every declaration contains `ary` in some case, and no two share one; none of these letters
+    // has a non-ASCII case variant. Counting them is a pass that vectorises, and real mail has
+    // far fewer than the limit, so the regex runs only on mail that might exceed it.
+    let n = raw.len().saturating_sub(2);
+    let mut ary = 0;
+    // Byte-wide counts over blocks short enough not to overflow them.
+    for start in (0..n).step_by(128) {
+        let end = (start + 128).min(n);
+        let (a, r, y) = (
+            &raw[start..end],
+            &raw[start + 1..end + 1],
+            &raw[start + 2..end + 2],
+        );
+        let block = a.iter().zip(r).zip(y).fold(0u8, |count, ((&a, &r), &y)| {
+            count + u8::from((a | 0x20 == b'a') & (r | 0x20 == b'r') & (y | 0x20 == b'y'))
+        });
+        ary += usize::from(block);
+    }
+    ary > MAX_BOUNDARIES && boundary_count(raw) > MAX_BOUNDARIES
+}
+
 fn boundary_count(raw: &[u8]) -> usize {
     static BOUNDARY: std::sync::LazyLock<regex::bytes::Regex> =
         std::sync::LazyLock::new(|| regex::bytes::Regex::new(r"(?i)boundary\s*=").unwrap());
@@ -685,7 +709,11 @@ mod tests {
         for round in 0..10_000 {
             let mut body = Vec::new();
             state = crate::test_rng::xorshift64(state);
-            let len = if round % 10 == 0 { state % 300 } else { state % 64 };
+            let len = if round % 10 == 0 {
+                state % 300
+            } else {
+                state % 64
+            };
             for k in 0..len {
                 body.push(alphabet[((state >> (k % 16 * 4)) % alphabet.len() as u64) as usize]);
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -741,7 +769,11 @@ mod tests {
         for round in 0..10_000 {
             let mut body = Vec::new();
             state = crate::test_rng::xorshift64(state);
-            let len = if round % 10 == 0 { state % 200 } else { state % 24 };
+            let len = if round % 10 == 0 {
+                state % 200
+            } else {
+                state % 24
+            };
             for k in 0..len {
                 body.push(alphabet[((state >> (k % 16 * 4)) % alphabet.len() as u64) as usize]);
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -811,6 +843,49 @@ mod tests {
         let original = email.original_envelope().unwrap();
         assert_eq!(original.from.as_deref(), Some("venmo@venmo.com"));
         assert_eq!(original.subject, "Jane paid you $5.00");
+    }
+
+    #[test]
+    fn boundary_guard_counts_exactly_as_the_regex_does() {
+        // The prefilter counts `ary` in ASCII case only; the regex's case folding must agree.
+        let letters = regex::Regex::new("(?i)^[ary]$").unwrap();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let folds = letters.is_match(c.encode_utf8(&mut [0; 4]));
+            assert_eq!(folds, "aryARY".contains(c), "{c:?}");
+        }
+        let pieces: [&[u8]; 8] = [
+            b"boundary=",
+            b"BoUnDaRy \t\r\n =",
+            b"boundary\xc2\xa0=",
+            b"ary",
+            b"bound ary=",
+            b"x",
+            b"boundary",
+            b"=",
+        ];
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut over = 0;
+        for round in 0..400 {
+            let mut raw = Vec::new();
+            // About three pieces in eight declare a boundary: both sides of the limit.
+            let count = 200 + round % 160;
+            for _ in 0..count {
+                state = crate::test_rng::xorshift64(state);
+                raw.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            let exact = boundary_count(&raw) > MAX_BOUNDARIES;
+            assert_eq!(
+                too_many_boundaries(&raw),
+                exact,
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+            over += usize::from(exact);
+        }
+        assert!((50..350).contains(&over), "{over} of 400 over the limit");
+        for short in [&b""[..], b"a", b"ar", b"ary"] {
+            assert!(!too_many_boundaries(short));
+        }
     }
 
     #[test]
