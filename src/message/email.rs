@@ -535,6 +535,9 @@ fn envelope_of(headers: &[(String, String)]) -> Envelope {
 /// The address and display name of the first mailbox in a `From` value. Falls back to the first
 /// thing shaped like an address, since forwards and broken mailers write `From` loosely.
 pub(crate) fn parse_from(value: &str) -> (Option<String>, Option<String>) {
+    if let Some(simple) = parse_simple_from(value) {
+        return simple;
+    }
     if let Ok(list) = mailparse::addrparse(value) {
         for addr in list.iter() {
             match addr {
@@ -554,6 +557,36 @@ pub(crate) fn parse_from(value: &str) -> (Option<String>, Option<String>) {
         }
     }
     (forward::first_address(value), None)
+}
+
+/// `parse_from` for the two shapes notification mail uses, without `addrparse`'s tokenizer:
+/// `Name Words <local@domain>` and a bare `local@domain`, made only of ASCII letters and digits,
+/// single spaces between name words, and `.`, `_`, `+`, `-` in the address. Anything else is
+/// `None` and goes through `addrparse`, which reads these shapes the same way (tested).
+fn parse_simple_from(value: &str) -> Option<(Option<String>, Option<String>)> {
+    fn is_address(addr: &str) -> bool {
+        let Some((local, domain)) = addr.split_once('@') else {
+            return false;
+        };
+        let part = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+        };
+        part(local) && part(domain)
+    }
+    let (name, addr) = match value.strip_suffix('>') {
+        Some(rest) => {
+            let (name, addr) = rest.split_once(" <")?;
+            let words_ok = !name.is_empty()
+                && name
+                    .split(' ')
+                    .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric()));
+            (words_ok.then_some(name)?.into(), addr)
+        }
+        None => (None, value),
+    };
+    is_address(addr).then(|| (Some(addr.to_ascii_lowercase()), name.map(str::to_owned)))
 }
 
 #[cfg(test)]
@@ -843,6 +876,64 @@ mod tests {
         let original = email.original_envelope().unwrap();
         assert_eq!(original.from.as_deref(), Some("venmo@venmo.com"));
         assert_eq!(original.subject, "Jane paid you $5.00");
+    }
+
+    #[test]
+    fn simple_from_values_read_as_addrparse_reads_them() {
+        fn full(value: &str) -> (Option<String>, Option<String>) {
+            match mailparse::addrparse(value).ok().as_ref().map(|l| &l[..]) {
+                Some([mailparse::MailAddr::Single(info), ..]) if info.addr.contains('@') => (
+                    Some(info.addr.trim().to_ascii_lowercase()),
+                    info.display_name.clone().filter(|n| !n.is_empty()),
+                ),
+                _ => (None, Some("not simple".into())),
+            }
+        }
+        for value in [
+            "Venmo <venmo@venmo.com>",
+            "venmo@venmo.com",
+            "Venmo@Venmo.COM",
+            "Jordan Patel <Jordan.Patel+x_y-z@mail.example.co>",
+            "A B C <a@b>",
+            "Venmo  <venmo@venmo.com>",
+            " Venmo <venmo@venmo.com>",
+            "Venmo <venmo@venmo.com> ",
+            "<venmo@venmo.com>",
+            "Venmo <venmo@@venmo.com>",
+            "Venmo <@venmo.com>",
+            "\"Venmo\" <venmo@venmo.com>",
+            "Venmo, Inc <venmo@venmo.com>",
+            "a@b, c@d",
+            "José <jose@example.com>",
+        ] {
+            if let Some(simple) = parse_simple_from(value) {
+                assert_eq!(simple, full(value), "{value:?}");
+            }
+        }
+        assert!(parse_simple_from("Venmo <venmo@venmo.com>").is_some());
+        assert!(parse_simple_from("venmo@venmo.com").is_some());
+        // Random values from the bytes that matter.
+        let alphabet = b"aZ9 <>@.@_+-, \"()\\:;\t\r\nx";
+        let mut state = 0x0bad_5eed_1234_5678u64;
+        let mut simple = 0;
+        for _ in 0..50_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut value = String::new();
+            for k in 0..(state % 20) {
+                let pick = (state >> (k % 16 * 4)) % alphabet.len() as u64;
+                value.push(alphabet[pick as usize] as char);
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            // Make the simple shapes common enough to matter.
+            if state % 3 == 0 {
+                value = format!("Na me <{}@x.y>", value.replace(['<', '>', ' '], ""));
+            }
+            if let Some(result) = parse_simple_from(&value) {
+                simple += 1;
+                assert_eq!(result, full(&value), "{value:?}");
+            }
+        }
+        assert!(simple > 300, "{simple}");
     }
 
     #[test]
