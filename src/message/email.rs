@@ -287,11 +287,24 @@ fn header_value(header: &mailparse::MailHeader<'_>) -> String {
             value.trim_start().to_owned()
         }
         Ok(value) if !value.contains("=?") => {
+            // `value.lines()`, each trimmed at its start and joined by one space, with one
+            // `memchr` per line instead of the iterator's byte loop.
             let mut out = String::with_capacity(value.len());
-            for (i, line) in value.lines().enumerate() {
-                if i > 0 {
+            let mut rest = value;
+            let mut first = true;
+            while !rest.is_empty() {
+                let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+                    Some(i) => {
+                        let line = &rest[..i];
+                        rest = &rest[i + 1..];
+                        line.strip_suffix('\r').unwrap_or(line)
+                    }
+                    None => std::mem::take(&mut rest),
+                };
+                if !first {
                     out.push(' ');
                 }
+                first = false;
                 out.push_str(line.trim_start());
             }
             out
@@ -654,6 +667,39 @@ mod tests {
         }
         let (latin1, _) = mailparse::parse_header(b"Subject: caf\xe9\r\n\r\n").unwrap();
         assert_eq!(header_value(&latin1), latin1.get_value());
+        // Random folded values: continuation lines of spaces and tabs, CR alone or before LF,
+        // blank continuation lines, encoded words, non-ASCII (UTF-8 and not), any key case.
+        let pieces: [&[u8]; 14] = [
+            b"a",
+            b" ",
+            b"\t",
+            b"\r\n ",
+            b"\n\t",
+            b"\r",
+            b"\r\n \r\n ",
+            b"=?utf-8?q?x=C3=A9?=",
+            b"=?",
+            b"\xc3\xa9",
+            b"\xe9",
+            b"\xc2\xa0",
+            b"=",
+            b"\x0b",
+        ];
+        let keys = ["Subject", "SUBJECT", "x-MiXeD-Case"];
+        let mut state = 0x5eed_0f_fa17_u64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut raw = format!("{}: ", keys[(state % 3) as usize]).into_bytes();
+            for k in 0..(state % 12) {
+                let pick = (state >> (k % 16 * 4)) % pieces.len() as u64;
+                raw.extend_from_slice(pieces[pick as usize]);
+            }
+            raw.extend_from_slice(b"\r\n\r\n");
+            let Ok((header, _)) = mailparse::parse_header(&raw) else {
+                continue;
+            };
+            assert_eq!(header_value(&header), header.get_value(), "{raw:?}");
+        }
     }
 
     #[test]
