@@ -243,18 +243,19 @@ fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'
     if depth > MAX_PART_DEPTH {
         return;
     }
-    let mimetype = part.ctype.mimetype.to_ascii_lowercase();
+    // mailparse has lowercased it already.
+    let mimetype = part.ctype.mimetype.as_str();
     // Only text parts need to know, so only they look.
     let is_attachment = || {
         part.headers
-            .get_first_value("Content-Disposition")
+            .get_first_header("Content-Disposition")
             .is_some_and(|d| {
-                d.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("attachment")
+                let value = header_value(d);
+                let value = value.trim_start().as_bytes();
+                value.len() >= 10 && value[..10].eq_ignore_ascii_case(b"attachment")
             })
     };
-    match mimetype.as_str() {
+    match mimetype {
         "message/rfc822" if out.attached_message.is_none() => {
             out.attached_message = part.get_body_raw().ok();
         }
@@ -891,6 +892,14 @@ mod tests {
             Email::parse(text_only).unwrap().text.as_deref(),
             Some("first")
         );
+    }
+
+    #[test]
+    fn part_types_and_dispositions_are_read_in_any_case() {
+        let raw = b"From: a@b.c\r\nContent-Type: MULTIPART/Mixed; boundary=b\r\n\r\n--b\r\nContent-Type: Text/HTML\r\nContent-Disposition:  ATTACHMENT; filename=x.html\r\n\r\n<p>attached</p>\r\n--b\r\nContent-Type: TEXT/html\r\ncontent-disposition: inline\r\n\r\n<p>inline</p>\r\n--b\r\nContent-Type: text/PLAIN\r\nContent-Disposition: Attachment\r\n\r\nattached\r\n--b\r\nContent-Type: Text/Plain\r\n\r\nplain\r\n--b--\r\n";
+        let email = Email::parse(raw).unwrap();
+        assert_eq!(email.html_text.as_deref(), Some("inline"));
+        assert_eq!(email.text.as_deref(), Some("plain"));
     }
 
     #[test]
