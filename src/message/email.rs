@@ -713,7 +713,7 @@ mod tests {
             b"\x0b",
         ];
         let keys = ["Subject", "SUBJECT", "x-MiXeD-Case"];
-        let mut state = 0x5eed_0f_fa17_u64;
+        let mut state = 0x005e_ed0f_fa17_u64;
         for _ in 0..20_000 {
             state = crate::test_rng::xorshift64(state);
             let mut raw = format!("{}: ", keys[(state % 3) as usize]).into_bytes();
