@@ -283,8 +283,12 @@ fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'
 fn header_value(header: &mailparse::MailHeader<'_>) -> String {
     let raw = header.get_value_raw();
     match std::str::from_utf8(raw) {
-        // One line: only its leading whitespace goes.
-        Ok(value) if !value.contains('\n') && !value.contains("=?") => {
+        // One line: only its leading whitespace goes. Most values have neither LF nor `=`,
+        // which one search tells.
+        Ok(value)
+            if memchr::memchr2(b'\n', b'=', raw).is_none()
+                || (!value.contains('\n') && !value.contains("=?")) =>
+        {
             value.trim_start().to_owned()
         }
         Ok(value) if !value.contains("=?") => {
