@@ -196,10 +196,11 @@ impl Registry {
                 // A quoted forward matters only when no plugin claims the outer sender, as in
                 // `parse_parsed_email`; only then is the body searched for one.
                 let from = email.envelope.from.as_deref().unwrap_or("");
-                if self.claimant(from, &email.envelope.subject).is_none() {
+                let claimant = self.claimant(from, &email.envelope.subject);
+                if claimant.is_none() {
                     email.find_quoted_original();
                 }
-                self.parse_parsed_email(&email)
+                self.parse_claimed_email(&email, claimant)
             }
             Err(e) => Outcome::error(None, e.to_string()),
         }
@@ -210,6 +211,13 @@ impl Registry {
     /// outer sender first means text inside a genuine notification (a payment note, say) can never
     /// pose as a forward from someone else.
     pub fn parse_parsed_email(&self, email: &Email) -> Outcome {
+        let from = email.envelope.from.as_deref().unwrap_or("");
+        self.parse_claimed_email(email, self.claimant(from, &email.envelope.subject))
+    }
+
+    /// `parse_parsed_email` with the plugin that claims the mail's own sender already looked up
+    /// (`parse_email` needs it first, to decide whether to look for a quoted forward).
+    fn parse_claimed_email(&self, email: &Email, claimant: Option<&dyn Plugin>) -> Outcome {
         let links: &[String] = &email.links;
         let direct = EmailView {
             from: email.envelope.from.as_deref().unwrap_or(""),
@@ -225,7 +233,7 @@ impl Registry {
             headers: &email.headers,
             sent: email.envelope.date,
         };
-        if let Some(plugin) = self.claimant(direct.from, direct.subject) {
+        if let Some(plugin) = claimant {
             return plugin.parse_email(&direct);
         }
         match &email.original {
