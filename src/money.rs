@@ -151,15 +151,33 @@ impl Amount {
     pub fn render(&self, min_decimals: u32) -> String {
         let scale = self.scale.max(min_decimals);
         let units = self.units * 10i128.pow(scale - self.scale);
-        let magnitude = units.unsigned_abs().to_string();
-        let sign = if units < 0 { "-" } else { "" };
-        if scale == 0 {
-            return format!("{sign}{magnitude}");
-        }
         let scale = scale as usize;
-        let padded = format!("{magnitude:0>width$}", width = scale + 1);
-        let (int_part, frac_part) = padded.split_at(padded.len() - scale);
-        format!("{sign}{int_part}.{frac_part}")
+        // The magnitude's digits, last first, with zeros up to one before the point ("0.05").
+        // Written out by hand: `i128` formatting divides in 128 bits for every digit.
+        let mut digits = [0u8; 40];
+        let mut count = 0;
+        let mut wide = units.unsigned_abs();
+        while wide > u128::from(u64::MAX) {
+            digits[count] = b'0' + (wide % 10) as u8;
+            wide /= 10;
+            count += 1;
+        }
+        let mut magnitude = wide as u64;
+        while magnitude > 0 || count <= scale {
+            digits[count] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            count += 1;
+        }
+        let mut out = String::with_capacity(count + 2);
+        if units < 0 {
+            out.push('-');
+        }
+        out.extend(digits[scale..count].iter().rev().map(|&d| char::from(d)));
+        if scale > 0 {
+            out.push('.');
+            out.extend(digits[..scale].iter().rev().map(|&d| char::from(d)));
+        }
+        out
     }
 }
 
@@ -321,6 +339,61 @@ mod tests {
         assert!(Amount::parse_plain("1e5", None).is_err());
         assert!(Amount::parse_plain("", None).is_err());
         assert!(Amount::parse_plain(".5", None).is_err());
+    }
+
+    /// `render` as it was written with `format!`, to check the hand-written digits against.
+    fn render_by_format(amount: &Amount, min_decimals: u32) -> String {
+        let scale = amount.scale.max(min_decimals);
+        let units = amount.units * 10i128.pow(scale - amount.scale);
+        let magnitude = units.unsigned_abs().to_string();
+        let sign = if units < 0 { "-" } else { "" };
+        if scale == 0 {
+            return format!("{sign}{magnitude}");
+        }
+        let scale = scale as usize;
+        let padded = format!("{magnitude:0>width$}", width = scale + 1);
+        let (int_part, frac_part) = padded.split_at(padded.len() - scale);
+        format!("{sign}{int_part}.{frac_part}")
+    }
+
+    #[test]
+    fn renders_as_format_did() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut units = vec![
+            0i128,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            i128::from(u64::MAX),
+            -i128::from(u64::MAX),
+        ];
+        units.extend([
+            i128::from(u64::MAX) + 1,
+            10i128.pow(30),
+            -(10i128.pow(30)) - 7,
+        ]);
+        for _ in 0..3000 {
+            state = crate::test_rng::xorshift64(state);
+            let digits = state % 20;
+            units.push(
+                (state >> 8) as i128 % 10i128.pow(digits as u32 + 1)
+                    * if state & 1 == 0 { 1 } else { -1 },
+            );
+        }
+        for &u in &units {
+            for scale in 0..=6 {
+                let amount = Amount { units: u, scale };
+                for min in 0..=4 {
+                    assert_eq!(
+                        amount.render(min),
+                        render_by_format(&amount, min),
+                        "{u} {scale} {min}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

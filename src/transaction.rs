@@ -42,8 +42,15 @@ pub struct Transaction {
 /// `<plugin>:<id>` when it fits in Lunch Money's 75 characters, otherwise
 /// `<plugin>:h:<sha256 of the id, hex>` cut to fit, so the result stays stable and unique.
 pub fn external_id(plugin: &str, source_id: &str) -> String {
-    let id = format!("{plugin}:{source_id}");
-    if id.chars().count() <= MAX_EXTERNAL_ID {
+    // Fewer bytes than the limit means fewer characters; only a long id needs counting.
+    let bytes = plugin.len() + 1 + source_id.len();
+    if bytes <= MAX_EXTERNAL_ID
+        || plugin.chars().count() + 1 + source_id.chars().count() <= MAX_EXTERNAL_ID
+    {
+        let mut id = String::with_capacity(bytes);
+        id.push_str(plugin);
+        id.push(':');
+        id.push_str(source_id);
         return id;
     }
     hashed_id(plugin, "h", &[source_id])
@@ -65,7 +72,12 @@ fn hashed_id(plugin: &str, kind: &str, inputs: &[&str]) -> String {
         hasher.update(input.as_bytes());
     }
     let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex: String = digest
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect();
     let prefix = format!("{plugin}:{kind}:");
     // 32 hex digits (128 bits) is plenty; a long plugin id shortens it but keeps the limit.
     let room = MAX_EXTERNAL_ID
@@ -83,6 +95,26 @@ mod tests {
         assert_eq!(
             external_id("venmo", "4123456789012345678"),
             "venmo:4123456789012345678"
+        );
+    }
+
+    #[test]
+    fn ids_at_the_limit_count_characters_not_bytes() {
+        let fits = "é".repeat(MAX_EXTERNAL_ID - "venmo:".len());
+        assert_eq!(external_id("venmo", &fits), format!("venmo:{fits}"));
+        let over = "é".repeat(MAX_EXTERNAL_ID - "venmo:".len() + 1);
+        assert!(external_id("venmo", &over).starts_with("venmo:h:"));
+        let ascii = "x".repeat(MAX_EXTERNAL_ID - "venmo:".len());
+        assert_eq!(external_id("venmo", &ascii), format!("venmo:{ascii}"));
+        assert!(external_id("venmo", &format!("{ascii}x")).starts_with("venmo:h:"));
+    }
+
+    #[test]
+    fn hashed_ids_are_the_sha256_hex_prefix() {
+        // SHA-256 of "abc".
+        assert_eq!(
+            hashed_id("p", "h", &["abc"]),
+            "p:h:ba7816bf8f01cfea414140de5dae2223"
         );
     }
 
