@@ -404,9 +404,11 @@ fn test<'r, 'h>(
                 }
                 (Input::Webhook(_), _) => return false,
             };
-            // Bodies are long; subjects, senders and headers are not worth the extra search.
+            // Bodies are long; on subjects, senders and headers the literal search pays only
+            // before a capture search, which (unlike `is_match`) costs more than it even when
+            // the regex fails early: `regex` skips its own prefilter for anchored patterns.
             let long = matches!(source, Source::Body | Source::Text | Source::Html);
-            if long && !required.may_match(haystack) {
+            if (long || captures.is_some()) && !required.may_match(haystack) {
                 return false;
             }
             let Some(captures) = captures else {

@@ -126,11 +126,16 @@ mod tests {
             r"(?m)^(?:You (?:paid|charged) .+|.+ (?:paid|charged) You)\n(?P<notes>.+)\n(?:Transfer Date and Amount:?|[-+] \$[\d,]+\.\d{2})$",
             r"(?m)^\$\s*\d[\d,]*\s*\.\s*\d{2}\s*\n(?P<notes>.+)\nView in Venmo$",
             r"Payment ID:?\s*(?P<id>\d{6,25})",
+            r"^You paid (?P<payee>.+?) \$(?P<subject_amount>[\d,]+\.\d{2})$",
+            r"^(?P<payee>.+?) paid you \$(?P<subject_amount>[\d,]+\.\d{2})$",
             r"ab|cd|ef",
             r"(?:ab)+c?d{2}",
         ];
         let pieces = [
             "You paid",
+            "You paid ",
+            " paid you $",
+            "12.50",
             " paid You",
             "You charged",
             "Jane",
