@@ -62,21 +62,35 @@ impl Amount {
     pub fn parse_display(text: &str) -> Result<Self, AmountError> {
         let err_text = || text.chars().take(64).collect::<String>();
         let mut negative = false;
-        let mut cleaned = String::with_capacity(text.len());
+        // The digits and separators, one byte each (so never more bytes than `text`), kept on
+        // the stack for amounts as printed: this runs once per transaction.
+        let mut on_stack = [0u8; 64];
+        let mut on_heap = Vec::new();
+        let buffer: &mut [u8] = if text.len() <= on_stack.len() {
+            &mut on_stack
+        } else {
+            on_heap.resize(text.len(), 0);
+            &mut on_heap
+        };
+        let mut len = 0;
         for c in text.chars() {
             match c {
-                '0'..='9' | ',' | '.' => cleaned.push(c),
+                '0'..='9' | ',' | '.' => {
+                    buffer[len] = c as u8;
+                    len += 1;
+                }
                 '-' | '\u{2212}' | '\u{2013}' | '(' => negative = true,
                 '+' | ')' | '\'' | '\u{2019}' => {}
                 c if c.is_whitespace() || c.is_alphabetic() || is_currency_symbol(c) => {}
                 _ => return Err(AmountError::Garbage(err_text())),
             }
         }
+        let cleaned = std::str::from_utf8(&buffer[..len]).expect("ASCII digits and separators");
         // Swiss style `1'234.50`: apostrophes were dropped above as grouping marks.
         if !cleaned.bytes().any(|b| b.is_ascii_digit()) {
             return Err(AmountError::NoDigits(err_text()));
         }
-        let decimal_sep = decimal_separator(&cleaned);
+        let decimal_sep = decimal_separator(cleaned);
         let mut units: i128 = 0;
         let mut scale = 0u32;
         let mut seen_point = false;
@@ -298,6 +312,11 @@ mod tests {
         assert_eq!(display("1,234,567.8"), "1234567.80");
         assert_eq!(display("1'234.50"), "1234.50");
         assert_eq!(display("0.0001"), "0.0001");
+        // Longer than the stack buffer: read the same way.
+        let padded = format!("{}$1,234.56 USD{}", " ".repeat(40), " ".repeat(40));
+        assert_eq!(display(&padded), "1234.56");
+        let long = format!("-{}{}", "1".repeat(20), " ".repeat(50));
+        assert_eq!(display(&long), format!("-{}.00", "1".repeat(20)));
     }
 
     #[test]
