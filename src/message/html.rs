@@ -647,9 +647,7 @@ impl LineBuilder {
             let start = i;
             if c.is_ascii() {
                 loop {
-                    while i < bytes.len() && is_ascii_word(bytes[i]) {
-                        i += 1;
-                    }
+                    i = skip_ascii_words(bytes, i);
                     if bytes.get(i) == Some(&b' ')
                         && bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c))
                     {
@@ -689,6 +687,29 @@ impl LineBuilder {
 /// An ASCII byte that is not whitespace.
 fn is_ascii_word(c: u8) -> bool {
     has_class(c, ASCII_WORD)
+}
+
+/// The index of the first byte at or after `i` that is not `is_ascii_word`. Bytes from `!` to
+/// DEL are words; eight of them are recognized at once, and only a word with a byte outside that
+/// range (whitespace, a control byte, the start of a multi-byte character) is read byte by byte.
+#[inline(always)]
+fn skip_ascii_words(bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        if let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let outside =
+                below(u64::from_le_bytes(*chunk), b'!') | (u64::from_le_bytes(*chunk) & HI);
+            if outside == 0 {
+                i += 8;
+                continue;
+            }
+            i += (outside.trailing_zeros() / 8) as usize;
+        }
+        if i < bytes.len() && is_ascii_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        return i;
+    }
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -765,6 +786,13 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// wrongly (borrows propagate upwards), so the lowest set bit always marks a zero byte.
 fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(LO) & !x & HI
+}
+
+/// Nonzero when some byte of `x` is below `n` (at most 0x80). Only bytes above such a byte can
+/// be flagged wrongly, and bytes from 0x80 up never are, so the lowest set bit marks the first
+/// byte below `n`, unless a byte from 0x80 up comes first.
+fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI
 }
 
 /// The index of the first `needle` in `hay`, eight bytes at a time.
