@@ -272,9 +272,7 @@ fn scan_well_formed_tag(html: &str, mut i: usize) -> Option<(usize, SeenAttrs<'_
             return Some((i, seen));
         }
         let name_start = i;
-        while i < b.len() && !has_class(b[i], SPACE | EQUALS | GT | SLASH | QUOTE) {
-            i += 1;
-        }
+        i = skip_attr_name(b, i);
         if i == name_start || b.get(i).is_some_and(|&c| has_class(c, QUOTE)) {
             return None;
         }
@@ -307,6 +305,28 @@ fn scan_well_formed_tag(html: &str, mut i: usize) -> Option<(usize, SeenAttrs<'_
             }
         }
         seen.note(name, value);
+    }
+}
+
+/// The index of the first byte at or after `i` that ends an attribute name in a well-formed tag:
+/// whitespace, `=`, `>`, `/` or a quote. All of those are below `A`, so eight bytes from `A` up
+/// are passed at once; only bytes below it (digits, `-`, `:` and the stops) are tested one by one.
+#[inline(always)]
+fn skip_attr_name(b: &[u8], mut i: usize) -> usize {
+    loop {
+        if let Some(chunk) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let low = below(u64::from_le_bytes(*chunk), b'A');
+            if low == 0 {
+                i += 8;
+                continue;
+            }
+            i += (low.trailing_zeros() / 8) as usize;
+        }
+        if i < b.len() && !has_class(b[i], SPACE | EQUALS | GT | SLASH | QUOTE) {
+            i += 1;
+            continue;
+        }
+        return i;
     }
 }
 
