@@ -34,10 +34,45 @@ struct ElementKind {
     void: bool,
 }
 
+/// A tag name of at most eight bytes as one number: its bytes in order (little-endian), each with
+/// bit 5 set, zeros after. Tag names are ASCII letters, digits, `-` and `:`; setting bit 5
+/// lowercases the letters and leaves the rest as they are, and no such byte becomes zero.
+const fn name_key(name: &[u8]) -> u64 {
+    let mut key = 0;
+    let mut i = 0;
+    while i < name.len() {
+        key |= ((name[i] | 0x20) as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+macro_rules! name_keys {
+    ($($key:ident = $name:literal),* $(,)?) => {
+        $(const $key: u64 = name_key($name);)*
+    };
+}
+
+name_keys! {
+    HEAD = b"head", STYLE = b"style", SCRIPT = b"script", TITLE = b"title",
+    TEMPLATE = b"template", NOSCRIPT = b"noscript",
+    ADDRESS = b"address", ARTICLE = b"article", ASIDE = b"aside", CENTER = b"center",
+    DD = b"dd", DIV = b"div", DL = b"dl", DT = b"dt", FOOTER = b"footer", FORM = b"form",
+    H1 = b"h1", H2 = b"h2", H3 = b"h3", H4 = b"h4", H5 = b"h5", H6 = b"h6", HEADER = b"header",
+    LI = b"li", OL = b"ol", P = b"p", PRE = b"pre", SECTION = b"section", TABLE = b"table",
+    TBODY = b"tbody", TD = b"td", TFOOT = b"tfoot", TH = b"th", THEAD = b"thead", TR = b"tr",
+    UL = b"ul",
+    BR = b"br", HR = b"hr",
+    AREA = b"area", BASE = b"base", COL = b"col", EMBED = b"embed", IMG = b"img",
+    INPUT = b"input", LINK = b"link", META = b"meta", SOURCE = b"source", TRACK = b"track",
+    WBR = b"wbr",
+}
+
 impl ElementKind {
-    /// `name` as written (ASCII, any case). No known name is longer than `blockquote`, so the
-    /// lowercase copy fits on the stack.
-    fn of(name: &[u8]) -> ElementKind {
+    /// The element named by `html[start..end]`, a tag name as written (ASCII, any case). Names
+    /// of up to eight bytes are told apart as one number (`name_key`) read straight from the
+    /// input; the only longer known name is `blockquote`.
+    fn of(html: &[u8], start: usize, end: usize) -> ElementKind {
         const INVISIBLE: ElementKind = ElementKind {
             invisible: true,
             block: false,
@@ -58,24 +93,31 @@ impl ElementKind {
             block: true,
             void: true,
         };
-        let mut buffer = [0u8; 10];
-        let Some(lower) = buffer.get_mut(..name.len()) else {
-            return ElementKind::default();
-        };
-        // Tag names are ASCII letters, digits, `-` and `:`: setting bit 5 lowercases the letters
-        // and leaves the rest as they are.
-        for (to, from) in lower.iter_mut().zip(name) {
-            *to = from | 0x20;
+        let len = end - start;
+        if len > 8 {
+            return if html[start..end].eq_ignore_ascii_case(b"blockquote") {
+                BLOCK
+            } else {
+                ElementKind::default()
+            };
         }
-        match &*lower {
-            b"head" | b"style" | b"script" | b"title" | b"template" | b"noscript" => INVISIBLE,
-            b"address" | b"article" | b"aside" | b"blockquote" | b"center" | b"dd" | b"div"
-            | b"dl" | b"dt" | b"footer" | b"form" | b"h1" | b"h2" | b"h3" | b"h4" | b"h5"
-            | b"h6" | b"header" | b"li" | b"ol" | b"p" | b"pre" | b"section" | b"table"
-            | b"tbody" | b"td" | b"tfoot" | b"th" | b"thead" | b"tr" | b"ul" => BLOCK,
-            b"br" | b"hr" => BLOCK_VOID,
-            b"area" | b"base" | b"col" | b"embed" | b"img" | b"input" | b"link" | b"meta"
-            | b"source" | b"track" | b"wbr" => VOID,
+        let word = match html.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+            Some(chunk) => u64::from_le_bytes(*chunk),
+            None => {
+                let mut buffer = [0u8; 8];
+                buffer[..len].copy_from_slice(&html[start..end]);
+                u64::from_le_bytes(buffer)
+            }
+        };
+        // `len` is 1 to 8: the name's bytes, without what follows it.
+        let mask = u64::MAX >> (64 - 8 * len);
+        match (word | LO * 0x20) & mask {
+            HEAD | STYLE | SCRIPT | TITLE | TEMPLATE | NOSCRIPT => INVISIBLE,
+            ADDRESS | ARTICLE | ASIDE | CENTER | DD | DIV | DL | DT | FOOTER | FORM | H1 | H2
+            | H3 | H4 | H5 | H6 | HEADER | LI | OL | P | PRE | SECTION | TABLE | TBODY | TD
+            | TFOOT | TH | THEAD | TR | UL => BLOCK,
+            BR | HR => BLOCK_VOID,
+            AREA | BASE | COL | EMBED | IMG | INPUT | LINK | META | SOURCE | TRACK | WBR => VOID,
             _ => ElementKind::default(),
         }
     }
@@ -135,7 +177,7 @@ pub fn render(html: &str) -> Rendered {
             continue;
         }
         let name = &html[name_start..name_end];
-        let kind = ElementKind::of(name.as_bytes());
+        let kind = ElementKind::of(bytes, name_start, name_end);
         if closing {
             pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
             if let Some(depth) = stack
