@@ -1190,6 +1190,150 @@ mod tests {
     }
 
     #[test]
+    fn element_kinds_read_as_numbers_agree_with_a_lowercase_name_match() {
+        fn plain(name: &str) -> (bool, bool, bool) {
+            match name.to_ascii_lowercase().as_str() {
+                "head" | "style" | "script" | "title" | "template" | "noscript" => {
+                    (true, false, false)
+                }
+                "address" | "article" | "aside" | "blockquote" | "center" | "dd" | "div" | "dl"
+                | "dt" | "footer" | "form" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "header"
+                | "li" | "ol" | "p" | "pre" | "section" | "table" | "tbody" | "td" | "tfoot"
+                | "th" | "thead" | "tr" | "ul" => (false, true, false),
+                "br" | "hr" => (false, true, true),
+                "area" | "base" | "col" | "embed" | "img" | "input" | "link" | "meta"
+                | "source" | "track" | "wbr" => (false, false, true),
+                _ => (false, false, false),
+            }
+        }
+        let known = [
+            "head",
+            "style",
+            "script",
+            "title",
+            "template",
+            "noscript",
+            "address",
+            "article",
+            "aside",
+            "blockquote",
+            "center",
+            "dd",
+            "div",
+            "dl",
+            "dt",
+            "footer",
+            "form",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "header",
+            "li",
+            "ol",
+            "p",
+            "pre",
+            "section",
+            "table",
+            "tbody",
+            "td",
+            "tfoot",
+            "th",
+            "thead",
+            "tr",
+            "ul",
+            "br",
+            "hr",
+            "area",
+            "base",
+            "col",
+            "embed",
+            "img",
+            "input",
+            "link",
+            "meta",
+            "source",
+            "track",
+            "wbr",
+            "a",
+            "span",
+        ];
+        let mut names: Vec<String> = Vec::new();
+        for name in known {
+            names.push(name.to_string());
+            names.push(name.to_ascii_uppercase());
+            // Near misses: one byte more or less, a digit, `-` or `:` instead of a letter.
+            names.push(format!("{name}x"));
+            names.push(format!("{name}1"));
+            names.push(format!("x{name}"));
+            names.push(name[..name.len() - 1].to_string());
+            names.push(format!("{}-", &name[..name.len() - 1]));
+            names.push(format!("{name}:"));
+        }
+        let mut state = 0x0bad_cafe_f00d_1234u64;
+        for name in names.clone() {
+            let mut mixed = String::new();
+            for c in name.chars() {
+                state = crate::test_rng::xorshift64(state);
+                mixed.push(if state % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                });
+            }
+            names.push(mixed);
+        }
+        for name in names.iter().filter(|name| !name.is_empty()) {
+            let expected = plain(name);
+            // The name at the very end of the input (fewer than eight bytes to read), and with
+            // letters and a `>` after it.
+            for html in [
+                format!("<{name}"),
+                format!("<{name} hidden>"),
+                format!("<{name}>"),
+            ] {
+                let kind = ElementKind::of(html.as_bytes(), 1, 1 + name.len());
+                assert_eq!(
+                    (kind.invisible, kind.block, kind.void),
+                    expected,
+                    "{html:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn word_and_attribute_name_skips_agree_with_a_byte_by_byte_scan() {
+        let mut state = 0x5eed_0123_4567_89abu64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let len = (state % 40) as usize;
+            let mut bytes = Vec::with_capacity(len);
+            for _ in 0..len {
+                state = crate::test_rng::xorshift64(state);
+                // Mostly letters, with every other byte value now and then.
+                bytes.push(match state % 4 {
+                    0 => (state >> 8) as u8,
+                    1 => b"  =>/\"'-:09\t\n"[((state >> 8) % 13) as usize],
+                    _ => b'a' + ((state >> 8) % 26) as u8,
+                });
+            }
+            for start in 0..=bytes.len() {
+                let words = (start..bytes.len())
+                    .find(|&i| !is_ascii_word(bytes[i]))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_ascii_words(&bytes, start), words, "{bytes:?} {start}");
+                let name = (start..bytes.len())
+                    .find(|&i| has_class(bytes[i], SPACE | EQUALS | GT | SLASH | QUOTE))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_attr_name(&bytes, start), name, "{bytes:?} {start}");
+            }
+        }
+    }
+
+    #[test]
     fn byte_classes_are_the_scanners_predicates_for_every_byte() {
         for b in 0..=u8::MAX {
             let space = b.is_ascii_whitespace();
