@@ -47,52 +47,120 @@ const fn name_key(name: &[u8]) -> u64 {
     key
 }
 
-macro_rules! name_keys {
-    ($($key:ident = $name:literal),* $(,)?) => {
-        $(const $key: u64 = name_key($name);)*
-    };
+const INVISIBLE: ElementKind = ElementKind {
+    invisible: true,
+    block: false,
+    void: false,
+};
+const BLOCK: ElementKind = ElementKind {
+    invisible: false,
+    block: true,
+    void: false,
+};
+const VOID: ElementKind = ElementKind {
+    invisible: false,
+    block: false,
+    void: true,
+};
+const BLOCK_VOID: ElementKind = ElementKind {
+    invisible: false,
+    block: true,
+    void: true,
+};
+
+/// The known elements of up to eight bytes (`blockquote` is looked up apart).
+const KNOWN_ELEMENTS: [(&[u8], ElementKind); 50] = [
+    (b"head", INVISIBLE),
+    (b"style", INVISIBLE),
+    (b"script", INVISIBLE),
+    (b"title", INVISIBLE),
+    (b"template", INVISIBLE),
+    (b"noscript", INVISIBLE),
+    (b"address", BLOCK),
+    (b"article", BLOCK),
+    (b"aside", BLOCK),
+    (b"center", BLOCK),
+    (b"dd", BLOCK),
+    (b"div", BLOCK),
+    (b"dl", BLOCK),
+    (b"dt", BLOCK),
+    (b"footer", BLOCK),
+    (b"form", BLOCK),
+    (b"h1", BLOCK),
+    (b"h2", BLOCK),
+    (b"h3", BLOCK),
+    (b"h4", BLOCK),
+    (b"h5", BLOCK),
+    (b"h6", BLOCK),
+    (b"header", BLOCK),
+    (b"li", BLOCK),
+    (b"ol", BLOCK),
+    (b"p", BLOCK),
+    (b"pre", BLOCK),
+    (b"section", BLOCK),
+    (b"table", BLOCK),
+    (b"tbody", BLOCK),
+    (b"td", BLOCK),
+    (b"tfoot", BLOCK),
+    (b"th", BLOCK),
+    (b"thead", BLOCK),
+    (b"tr", BLOCK),
+    (b"ul", BLOCK),
+    (b"br", BLOCK_VOID),
+    (b"hr", BLOCK_VOID),
+    (b"area", VOID),
+    (b"base", VOID),
+    (b"col", VOID),
+    (b"embed", VOID),
+    (b"img", VOID),
+    (b"input", VOID),
+    (b"link", VOID),
+    (b"meta", VOID),
+    (b"source", VOID),
+    (b"track", VOID),
+    (b"wbr", VOID),
+    (b"blockquote", BLOCK),
+];
+
+/// A multiplier under which the top seven bits of the known names' keys all differ (found by
+/// trying random odd numbers): the slot of a name in `ELEMENT_SLOTS`.
+const ELEMENT_HASH: u64 = 0xbb59_ea56_a8ab_2477;
+
+fn element_slot(key: u64) -> usize {
+    (key.wrapping_mul(ELEMENT_HASH) >> 57) as usize
 }
 
-name_keys! {
-    HEAD = b"head", STYLE = b"style", SCRIPT = b"script", TITLE = b"title",
-    TEMPLATE = b"template", NOSCRIPT = b"noscript",
-    ADDRESS = b"address", ARTICLE = b"article", ASIDE = b"aside", CENTER = b"center",
-    DD = b"dd", DIV = b"div", DL = b"dl", DT = b"dt", FOOTER = b"footer", FORM = b"form",
-    H1 = b"h1", H2 = b"h2", H3 = b"h3", H4 = b"h4", H5 = b"h5", H6 = b"h6", HEADER = b"header",
-    LI = b"li", OL = b"ol", P = b"p", PRE = b"pre", SECTION = b"section", TABLE = b"table",
-    TBODY = b"tbody", TD = b"td", TFOOT = b"tfoot", TH = b"th", THEAD = b"thead", TR = b"tr",
-    UL = b"ul",
-    BR = b"br", HR = b"hr",
-    AREA = b"area", BASE = b"base", COL = b"col", EMBED = b"embed", IMG = b"img",
-    INPUT = b"input", LINK = b"link", META = b"meta", SOURCE = b"source", TRACK = b"track",
-    WBR = b"wbr",
-}
+/// The known names' keys and kinds by slot; empty slots hold key 0, which no name has. Building
+/// it fails the compilation if two names share a slot.
+const ELEMENT_SLOTS: [(u64, ElementKind); 128] = {
+    let mut slots = [(
+        0u64,
+        ElementKind {
+            invisible: false,
+            block: false,
+            void: false,
+        },
+    ); 128];
+    let mut i = 0;
+    while i < KNOWN_ELEMENTS.len() {
+        let (name, kind) = KNOWN_ELEMENTS[i];
+        if name.len() <= 8 {
+            let key = name_key(name);
+            let slot = (key.wrapping_mul(ELEMENT_HASH) >> 57) as usize;
+            assert!(slots[slot].0 == 0, "two element names share a slot");
+            slots[slot] = (key, kind);
+        }
+        i += 1;
+    }
+    slots
+};
 
 impl ElementKind {
     /// The element named by `html[start..end]`, a tag name as written (ASCII, any case). Names
-    /// of up to eight bytes are told apart as one number (`name_key`) read straight from the
-    /// input; the only longer known name is `blockquote`.
+    /// of up to eight bytes are looked up by their key (`name_key`), read straight from the
+    /// input, in a collision-free hash table; the only longer known name is `blockquote`.
+    #[inline(always)]
     fn of(html: &[u8], start: usize, end: usize) -> ElementKind {
-        const INVISIBLE: ElementKind = ElementKind {
-            invisible: true,
-            block: false,
-            void: false,
-        };
-        const BLOCK: ElementKind = ElementKind {
-            invisible: false,
-            block: true,
-            void: false,
-        };
-        const VOID: ElementKind = ElementKind {
-            invisible: false,
-            block: false,
-            void: true,
-        };
-        const BLOCK_VOID: ElementKind = ElementKind {
-            invisible: false,
-            block: true,
-            void: true,
-        };
         let len = end - start;
         if len > 8 {
             return if html[start..end].eq_ignore_ascii_case(b"blockquote") {
@@ -110,15 +178,12 @@ impl ElementKind {
             }
         };
         // `len` is 1 to 8: the name's bytes, without what follows it.
-        let mask = u64::MAX >> (64 - 8 * len);
-        match (word | LO * 0x20) & mask {
-            HEAD | STYLE | SCRIPT | TITLE | TEMPLATE | NOSCRIPT => INVISIBLE,
-            ADDRESS | ARTICLE | ASIDE | CENTER | DD | DIV | DL | DT | FOOTER | FORM | H1 | H2
-            | H3 | H4 | H5 | H6 | HEADER | LI | OL | P | PRE | SECTION | TABLE | TBODY | TD
-            | TFOOT | TH | THEAD | TR | UL => BLOCK,
-            BR | HR => BLOCK_VOID,
-            AREA | BASE | COL | EMBED | IMG | INPUT | LINK | META | SOURCE | TRACK | WBR => VOID,
-            _ => ElementKind::default(),
+        let key = (word | LO * 0x20) & (u64::MAX >> (64 - 8 * len));
+        let (known, kind) = ELEMENT_SLOTS[element_slot(key)];
+        if known == key {
+            kind
+        } else {
+            ElementKind::default()
         }
     }
 }
