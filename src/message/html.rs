@@ -155,30 +155,40 @@ const ELEMENT_SLOTS: [(u64, ElementKind); 128] = {
     slots
 };
 
+/// The `name_key` of the tag name `html[start..end]` (ASCII letters, digits, `-` and `:`, any
+/// case), read straight from the input; 0 for a name longer than eight bytes. Two names of up to
+/// eight bytes are equal ignoring ASCII case exactly when their keys are.
+#[inline(always)]
+fn name_key_at(html: &[u8], start: usize, end: usize) -> u64 {
+    let len = end - start;
+    if len > 8 {
+        return 0;
+    }
+    let word = match html.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+        Some(chunk) => u64::from_le_bytes(*chunk),
+        None => {
+            let mut buffer = [0u8; 8];
+            buffer[..len].copy_from_slice(&html[start..end]);
+            u64::from_le_bytes(buffer)
+        }
+    };
+    // `len` is 1 to 8: the name's bytes, without what follows it.
+    (word | LO * 0x20) & (u64::MAX >> (64 - 8 * len))
+}
+
 impl ElementKind {
-    /// The element named by `html[start..end]`, a tag name as written (ASCII, any case). Names
-    /// of up to eight bytes are looked up by their key (`name_key`), read straight from the
-    /// input, in a collision-free hash table; the only longer known name is `blockquote`.
+    /// The element with tag name `name` (as written) and key `key` (`name_key_at`). Names of
+    /// up to eight bytes are looked up by key in a collision-free hash table; the only longer
+    /// known name is `blockquote`.
     #[inline(always)]
-    fn of(html: &[u8], start: usize, end: usize) -> ElementKind {
-        let len = end - start;
-        if len > 8 {
-            return if html[start..end].eq_ignore_ascii_case(b"blockquote") {
+    fn of(key: u64, name: &[u8]) -> ElementKind {
+        if key == 0 {
+            return if name.eq_ignore_ascii_case(b"blockquote") {
                 BLOCK
             } else {
                 ElementKind::default()
             };
         }
-        let word = match html.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
-            Some(chunk) => u64::from_le_bytes(*chunk),
-            None => {
-                let mut buffer = [0u8; 8];
-                buffer[..len].copy_from_slice(&html[start..end]);
-                u64::from_le_bytes(buffer)
-            }
-        };
-        // `len` is 1 to 8: the name's bytes, without what follows it.
-        let key = (word | LO * 0x20) & (u64::MAX >> (64 - 8 * len));
         let (known, kind) = ELEMENT_SLOTS[element_slot(key)];
         if known == key {
             kind
@@ -198,9 +208,10 @@ pub fn render(html: &str) -> Rendered {
         links: Vec::new(),
     };
     let mut line = LineBuilder::default();
-    // Open elements, by name as written (tag names are ASCII; matched ignoring case), and the
+    // Open elements, by `name_key_at` and name as written (tag names are ASCII; matched ignoring
+    // case: by key up to eight bytes, by name beyond), and the
     // stack depth at which hiding started (if hidden).
-    let mut stack: Vec<&str> = Vec::with_capacity(32);
+    let mut stack: Vec<(u64, &str)> = Vec::with_capacity(32);
     let mut hidden_from: Option<usize> = None;
     // Scratch space for reading `style` attributes.
     let mut style = String::new();
@@ -242,13 +253,13 @@ pub fn render(html: &str) -> Rendered {
             continue;
         }
         let name = &html[name_start..name_end];
-        let kind = ElementKind::of(bytes, name_start, name_end);
+        let key = name_key_at(bytes, name_start, name_end);
+        let kind = ElementKind::of(key, name.as_bytes());
         if closing {
             pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
-            if let Some(depth) = stack
-                .iter()
-                .rposition(|open| open.eq_ignore_ascii_case(name))
-            {
+            if let Some(depth) = stack.iter().rposition(|&(open_key, open)| {
+                open_key == key && (key != 0 || open.eq_ignore_ascii_case(name))
+            }) {
                 stack.truncate(depth);
                 if hidden_from.is_some_and(|h| depth < h) {
                     hidden_from = None;
@@ -292,7 +303,7 @@ pub fn render(html: &str) -> Rendered {
             }
         }
         if opens {
-            stack.push(name);
+            stack.push((key, name));
             if hides {
                 hidden_from = Some(stack.len());
             }
@@ -1350,6 +1361,22 @@ mod tests {
             }
             names.push(mixed);
         }
+        // Keys tell names apart exactly as a comparison ignoring case does.
+        for a in names
+            .iter()
+            .filter(|name| !name.is_empty() && name.len() <= 8)
+        {
+            for b in names
+                .iter()
+                .filter(|name| !name.is_empty() && name.len() <= 8)
+            {
+                assert_eq!(
+                    name_key_at(a.as_bytes(), 0, a.len()) == name_key_at(b.as_bytes(), 0, b.len()),
+                    a.eq_ignore_ascii_case(b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
         for name in names.iter().filter(|name| !name.is_empty()) {
             let expected = plain(name);
             // The name at the very end of the input (fewer than eight bytes to read), and with
@@ -1359,7 +1386,8 @@ mod tests {
                 format!("<{name} hidden>"),
                 format!("<{name}>"),
             ] {
-                let kind = ElementKind::of(html.as_bytes(), 1, 1 + name.len());
+                let key = name_key_at(html.as_bytes(), 1, 1 + name.len());
+                let kind = ElementKind::of(key, name.as_bytes());
                 assert_eq!(
                     (kind.invisible, kind.block, kind.void),
                     expected,

@@ -895,6 +895,14 @@ fn renderer_matches_the_oracle_on_random_and_malformed_html() {
         "<noscripT",
         "<table-",
         "<div:x",
+        // Open elements are matched by key up to eight bytes and by name beyond.
+        "<blockquote hidden>",
+        "</BlockQuote>",
+        "<abcdefghi hidden>",
+        "</ABCDEFGHI>",
+        "<abcdefgh hidden>",
+        "</abcdefgH>",
+        "</abcdefghx>",
     ];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..40_000 {
