@@ -270,7 +270,7 @@ pub fn render(html: &str) -> Rendered {
             }
             continue;
         }
-        let is_link = name.eq_ignore_ascii_case("a");
+        let is_link = key == name_key(b"a");
         // Attributes are read only for what needs them: a link's target, and whether an element
         // that stays open hides its content; the same pass finds the tag's end.
         let may_open = !kind.void && !kind.invisible && stack.len() < MAX_STACK;
