@@ -173,7 +173,7 @@ fn name_key_at(html: &[u8], start: usize, end: usize) -> u64 {
         }
     };
     // `len` is 1 to 8: the name's bytes, without what follows it.
-    (word | LO * 0x20) & (u64::MAX >> (64 - 8 * len))
+    (word | (LO * 0x20)) & (u64::MAX >> (64 - 8 * len))
 }
 
 impl ElementKind {
