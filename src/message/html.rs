@@ -34,49 +34,166 @@ struct ElementKind {
     void: bool,
 }
 
-impl ElementKind {
-    /// `name` as written (ASCII, any case). No known name is longer than `blockquote`, so the
-    /// lowercase copy fits on the stack.
-    fn of(name: &[u8]) -> ElementKind {
-        const INVISIBLE: ElementKind = ElementKind {
-            invisible: true,
+/// A tag name of at most eight bytes as one number: its bytes in order (little-endian), each with
+/// bit 5 set, zeros after. Tag names are ASCII letters, digits, `-` and `:`; setting bit 5
+/// lowercases the letters and leaves the rest as they are, and no such byte becomes zero.
+const fn name_key(name: &[u8]) -> u64 {
+    let mut key = 0;
+    let mut i = 0;
+    while i < name.len() {
+        key |= ((name[i] | 0x20) as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+const INVISIBLE: ElementKind = ElementKind {
+    invisible: true,
+    block: false,
+    void: false,
+};
+const BLOCK: ElementKind = ElementKind {
+    invisible: false,
+    block: true,
+    void: false,
+};
+const VOID: ElementKind = ElementKind {
+    invisible: false,
+    block: false,
+    void: true,
+};
+const BLOCK_VOID: ElementKind = ElementKind {
+    invisible: false,
+    block: true,
+    void: true,
+};
+
+/// The known elements of up to eight bytes (`blockquote` is looked up apart).
+const KNOWN_ELEMENTS: [(&[u8], ElementKind); 50] = [
+    (b"head", INVISIBLE),
+    (b"style", INVISIBLE),
+    (b"script", INVISIBLE),
+    (b"title", INVISIBLE),
+    (b"template", INVISIBLE),
+    (b"noscript", INVISIBLE),
+    (b"address", BLOCK),
+    (b"article", BLOCK),
+    (b"aside", BLOCK),
+    (b"center", BLOCK),
+    (b"dd", BLOCK),
+    (b"div", BLOCK),
+    (b"dl", BLOCK),
+    (b"dt", BLOCK),
+    (b"footer", BLOCK),
+    (b"form", BLOCK),
+    (b"h1", BLOCK),
+    (b"h2", BLOCK),
+    (b"h3", BLOCK),
+    (b"h4", BLOCK),
+    (b"h5", BLOCK),
+    (b"h6", BLOCK),
+    (b"header", BLOCK),
+    (b"li", BLOCK),
+    (b"ol", BLOCK),
+    (b"p", BLOCK),
+    (b"pre", BLOCK),
+    (b"section", BLOCK),
+    (b"table", BLOCK),
+    (b"tbody", BLOCK),
+    (b"td", BLOCK),
+    (b"tfoot", BLOCK),
+    (b"th", BLOCK),
+    (b"thead", BLOCK),
+    (b"tr", BLOCK),
+    (b"ul", BLOCK),
+    (b"br", BLOCK_VOID),
+    (b"hr", BLOCK_VOID),
+    (b"area", VOID),
+    (b"base", VOID),
+    (b"col", VOID),
+    (b"embed", VOID),
+    (b"img", VOID),
+    (b"input", VOID),
+    (b"link", VOID),
+    (b"meta", VOID),
+    (b"source", VOID),
+    (b"track", VOID),
+    (b"wbr", VOID),
+    (b"blockquote", BLOCK),
+];
+
+/// A multiplier under which the top seven bits of the known names' keys all differ (found by
+/// trying random odd numbers): the slot of a name in `ELEMENT_SLOTS`.
+const ELEMENT_HASH: u64 = 0xbb59_ea56_a8ab_2477;
+
+fn element_slot(key: u64) -> usize {
+    (key.wrapping_mul(ELEMENT_HASH) >> 57) as usize
+}
+
+/// The known names' keys and kinds by slot; empty slots hold key 0, which no name has. Building
+/// it fails the compilation if two names share a slot.
+const ELEMENT_SLOTS: [(u64, ElementKind); 128] = {
+    let mut slots = [(
+        0u64,
+        ElementKind {
+            invisible: false,
             block: false,
             void: false,
-        };
-        const BLOCK: ElementKind = ElementKind {
-            invisible: false,
-            block: true,
-            void: false,
-        };
-        const VOID: ElementKind = ElementKind {
-            invisible: false,
-            block: false,
-            void: true,
-        };
-        const BLOCK_VOID: ElementKind = ElementKind {
-            invisible: false,
-            block: true,
-            void: true,
-        };
-        let mut buffer = [0u8; 10];
-        let Some(lower) = buffer.get_mut(..name.len()) else {
-            return ElementKind::default();
-        };
-        // Tag names are ASCII letters, digits, `-` and `:`: setting bit 5 lowercases the letters
-        // and leaves the rest as they are.
-        for (to, from) in lower.iter_mut().zip(name) {
-            *to = from | 0x20;
+        },
+    ); 128];
+    let mut i = 0;
+    while i < KNOWN_ELEMENTS.len() {
+        let (name, kind) = KNOWN_ELEMENTS[i];
+        if name.len() <= 8 {
+            let key = name_key(name);
+            let slot = (key.wrapping_mul(ELEMENT_HASH) >> 57) as usize;
+            assert!(slots[slot].0 == 0, "two element names share a slot");
+            slots[slot] = (key, kind);
         }
-        match &*lower {
-            b"head" | b"style" | b"script" | b"title" | b"template" | b"noscript" => INVISIBLE,
-            b"address" | b"article" | b"aside" | b"blockquote" | b"center" | b"dd" | b"div"
-            | b"dl" | b"dt" | b"footer" | b"form" | b"h1" | b"h2" | b"h3" | b"h4" | b"h5"
-            | b"h6" | b"header" | b"li" | b"ol" | b"p" | b"pre" | b"section" | b"table"
-            | b"tbody" | b"td" | b"tfoot" | b"th" | b"thead" | b"tr" | b"ul" => BLOCK,
-            b"br" | b"hr" => BLOCK_VOID,
-            b"area" | b"base" | b"col" | b"embed" | b"img" | b"input" | b"link" | b"meta"
-            | b"source" | b"track" | b"wbr" => VOID,
-            _ => ElementKind::default(),
+        i += 1;
+    }
+    slots
+};
+
+/// The `name_key` of the tag name `html[start..end]` (ASCII letters, digits, `-` and `:`, any
+/// case), read straight from the input; 0 for a name longer than eight bytes. Two names of up to
+/// eight bytes are equal ignoring ASCII case exactly when their keys are.
+#[inline(always)]
+fn name_key_at(html: &[u8], start: usize, end: usize) -> u64 {
+    let len = end - start;
+    if len > 8 {
+        return 0;
+    }
+    let word = match html.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+        Some(chunk) => u64::from_le_bytes(*chunk),
+        None => {
+            let mut buffer = [0u8; 8];
+            buffer[..len].copy_from_slice(&html[start..end]);
+            u64::from_le_bytes(buffer)
+        }
+    };
+    // `len` is 1 to 8: the name's bytes, without what follows it.
+    (word | (LO * 0x20)) & (u64::MAX >> (64 - 8 * len))
+}
+
+impl ElementKind {
+    /// The element with tag name `name` (as written) and key `key` (`name_key_at`). Names of
+    /// up to eight bytes are looked up by key in a collision-free hash table; the only longer
+    /// known name is `blockquote`.
+    #[inline(always)]
+    fn of(key: u64, name: &[u8]) -> ElementKind {
+        if key == 0 {
+            return if name.eq_ignore_ascii_case(b"blockquote") {
+                BLOCK
+            } else {
+                ElementKind::default()
+            };
+        }
+        let (known, kind) = ELEMENT_SLOTS[element_slot(key)];
+        if known == key {
+            kind
+        } else {
+            ElementKind::default()
         }
     }
 }
@@ -91,9 +208,10 @@ pub fn render(html: &str) -> Rendered {
         links: Vec::new(),
     };
     let mut line = LineBuilder::default();
-    // Open elements, by name as written (tag names are ASCII; matched ignoring case), and the
+    // Open elements, by `name_key_at` and name as written (tag names are ASCII; matched ignoring
+    // case: by key up to eight bytes, by name beyond), and the
     // stack depth at which hiding started (if hidden).
-    let mut stack: Vec<&str> = Vec::with_capacity(32);
+    let mut stack: Vec<(u64, &str)> = Vec::with_capacity(32);
     let mut hidden_from: Option<usize> = None;
     // Scratch space for reading `style` attributes.
     let mut style = String::new();
@@ -135,13 +253,13 @@ pub fn render(html: &str) -> Rendered {
             continue;
         }
         let name = &html[name_start..name_end];
-        let kind = ElementKind::of(name.as_bytes());
+        let key = name_key_at(bytes, name_start, name_end);
+        let kind = ElementKind::of(key, name.as_bytes());
         if closing {
             pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
-            if let Some(depth) = stack
-                .iter()
-                .rposition(|open| open.eq_ignore_ascii_case(name))
-            {
+            if let Some(depth) = stack.iter().rposition(|&(open_key, open)| {
+                open_key == key && (key != 0 || open.eq_ignore_ascii_case(name))
+            }) {
                 stack.truncate(depth);
                 if hidden_from.is_some_and(|h| depth < h) {
                     hidden_from = None;
@@ -152,7 +270,7 @@ pub fn render(html: &str) -> Rendered {
             }
             continue;
         }
-        let is_link = name.eq_ignore_ascii_case("a");
+        let is_link = key == name_key(b"a");
         // Attributes are read only for what needs them: a link's target, and whether an element
         // that stays open hides its content; the same pass finds the tag's end.
         let may_open = !kind.void && !kind.invisible && stack.len() < MAX_STACK;
@@ -185,7 +303,7 @@ pub fn render(html: &str) -> Rendered {
             }
         }
         if opens {
-            stack.push(name);
+            stack.push((key, name));
             if hides {
                 hidden_from = Some(stack.len());
             }
@@ -272,9 +390,7 @@ fn scan_well_formed_tag(html: &str, mut i: usize) -> Option<(usize, SeenAttrs<'_
             return Some((i, seen));
         }
         let name_start = i;
-        while i < b.len() && !has_class(b[i], SPACE | EQUALS | GT | SLASH | QUOTE) {
-            i += 1;
-        }
+        i = skip_attr_name(b, i);
         if i == name_start || b.get(i).is_some_and(|&c| has_class(c, QUOTE)) {
             return None;
         }
@@ -307,6 +423,28 @@ fn scan_well_formed_tag(html: &str, mut i: usize) -> Option<(usize, SeenAttrs<'_
             }
         }
         seen.note(name, value);
+    }
+}
+
+/// The index of the first byte at or after `i` that ends an attribute name in a well-formed tag:
+/// whitespace, `=`, `>`, `/` or a quote. All of those are below `A`, so eight bytes from `A` up
+/// are passed at once; only bytes below it (digits, `-`, `:` and the stops) are tested one by one.
+#[inline(always)]
+fn skip_attr_name(b: &[u8], mut i: usize) -> usize {
+    loop {
+        if let Some(chunk) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let low = below(u64::from_le_bytes(*chunk), b'A');
+            if low == 0 {
+                i += 8;
+                continue;
+            }
+            i += (low.trailing_zeros() / 8) as usize;
+        }
+        if i < b.len() && !has_class(b[i], SPACE | EQUALS | GT | SLASH | QUOTE) {
+            i += 1;
+            continue;
+        }
+        return i;
     }
 }
 
@@ -647,9 +785,7 @@ impl LineBuilder {
             let start = i;
             if c.is_ascii() {
                 loop {
-                    while i < bytes.len() && is_ascii_word(bytes[i]) {
-                        i += 1;
-                    }
+                    i = skip_ascii_words(bytes, i);
                     if bytes.get(i) == Some(&b' ')
                         && bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c))
                     {
@@ -689,6 +825,29 @@ impl LineBuilder {
 /// An ASCII byte that is not whitespace.
 fn is_ascii_word(c: u8) -> bool {
     has_class(c, ASCII_WORD)
+}
+
+/// The index of the first byte at or after `i` that is not `is_ascii_word`. Bytes from `!` to
+/// DEL are words; eight of them are recognized at once, and only a word with a byte outside that
+/// range (whitespace, a control byte, the start of a multi-byte character) is read byte by byte.
+#[inline(always)]
+fn skip_ascii_words(bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        if let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let outside =
+                below(u64::from_le_bytes(*chunk), b'!') | (u64::from_le_bytes(*chunk) & HI);
+            if outside == 0 {
+                i += 8;
+                continue;
+            }
+            i += (outside.trailing_zeros() / 8) as usize;
+        }
+        if i < bytes.len() && is_ascii_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        return i;
+    }
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -765,6 +924,13 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// wrongly (borrows propagate upwards), so the lowest set bit always marks a zero byte.
 fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(LO) & !x & HI
+}
+
+/// Nonzero when some byte of `x` is below `n` (at most 0x80). Only bytes above such a byte can
+/// be flagged wrongly, and bytes from 0x80 up never are, so the lowest set bit marks the first
+/// byte below `n`, unless a byte from 0x80 up comes first.
+fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI
 }
 
 /// The index of the first `needle` in `hay`, eight bytes at a time.
@@ -1096,6 +1262,167 @@ mod tests {
                 html_escape::decode_html_entities(piece),
                 "{piece:?}"
             );
+        }
+    }
+
+    #[test]
+    fn element_kinds_read_as_numbers_agree_with_a_lowercase_name_match() {
+        fn plain(name: &str) -> (bool, bool, bool) {
+            match name.to_ascii_lowercase().as_str() {
+                "head" | "style" | "script" | "title" | "template" | "noscript" => {
+                    (true, false, false)
+                }
+                "address" | "article" | "aside" | "blockquote" | "center" | "dd" | "div" | "dl"
+                | "dt" | "footer" | "form" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "header"
+                | "li" | "ol" | "p" | "pre" | "section" | "table" | "tbody" | "td" | "tfoot"
+                | "th" | "thead" | "tr" | "ul" => (false, true, false),
+                "br" | "hr" => (false, true, true),
+                "area" | "base" | "col" | "embed" | "img" | "input" | "link" | "meta"
+                | "source" | "track" | "wbr" => (false, false, true),
+                _ => (false, false, false),
+            }
+        }
+        let known = [
+            "head",
+            "style",
+            "script",
+            "title",
+            "template",
+            "noscript",
+            "address",
+            "article",
+            "aside",
+            "blockquote",
+            "center",
+            "dd",
+            "div",
+            "dl",
+            "dt",
+            "footer",
+            "form",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "header",
+            "li",
+            "ol",
+            "p",
+            "pre",
+            "section",
+            "table",
+            "tbody",
+            "td",
+            "tfoot",
+            "th",
+            "thead",
+            "tr",
+            "ul",
+            "br",
+            "hr",
+            "area",
+            "base",
+            "col",
+            "embed",
+            "img",
+            "input",
+            "link",
+            "meta",
+            "source",
+            "track",
+            "wbr",
+            "a",
+            "span",
+        ];
+        let mut names: Vec<String> = Vec::new();
+        for name in known {
+            names.push(name.to_string());
+            names.push(name.to_ascii_uppercase());
+            // Near misses: one byte more or less, a digit, `-` or `:` instead of a letter.
+            names.push(format!("{name}x"));
+            names.push(format!("{name}1"));
+            names.push(format!("x{name}"));
+            names.push(name[..name.len() - 1].to_string());
+            names.push(format!("{}-", &name[..name.len() - 1]));
+            names.push(format!("{name}:"));
+        }
+        let mut state = 0x0bad_cafe_f00d_1234u64;
+        for name in names.clone() {
+            let mut mixed = String::new();
+            for c in name.chars() {
+                state = crate::test_rng::xorshift64(state);
+                mixed.push(if state % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                });
+            }
+            names.push(mixed);
+        }
+        // Keys tell names apart exactly as a comparison ignoring case does.
+        for a in names
+            .iter()
+            .filter(|name| !name.is_empty() && name.len() <= 8)
+        {
+            for b in names
+                .iter()
+                .filter(|name| !name.is_empty() && name.len() <= 8)
+            {
+                assert_eq!(
+                    name_key_at(a.as_bytes(), 0, a.len()) == name_key_at(b.as_bytes(), 0, b.len()),
+                    a.eq_ignore_ascii_case(b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        for name in names.iter().filter(|name| !name.is_empty()) {
+            let expected = plain(name);
+            // The name at the very end of the input (fewer than eight bytes to read), and with
+            // letters and a `>` after it.
+            for html in [
+                format!("<{name}"),
+                format!("<{name} hidden>"),
+                format!("<{name}>"),
+            ] {
+                let key = name_key_at(html.as_bytes(), 1, 1 + name.len());
+                let kind = ElementKind::of(key, name.as_bytes());
+                assert_eq!(
+                    (kind.invisible, kind.block, kind.void),
+                    expected,
+                    "{html:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn word_and_attribute_name_skips_agree_with_a_byte_by_byte_scan() {
+        let mut state = 0x5eed_0123_4567_89abu64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let len = (state % 40) as usize;
+            let mut bytes = Vec::with_capacity(len);
+            for _ in 0..len {
+                state = crate::test_rng::xorshift64(state);
+                // Mostly letters, with every other byte value now and then.
+                bytes.push(match state % 4 {
+                    0 => (state >> 8) as u8,
+                    1 => b"  =>/\"'-:09\t\n"[((state >> 8) % 13) as usize],
+                    _ => b'a' + ((state >> 8) % 26) as u8,
+                });
+            }
+            for start in 0..=bytes.len() {
+                let words = (start..bytes.len())
+                    .find(|&i| !is_ascii_word(bytes[i]))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_ascii_words(&bytes, start), words, "{bytes:?} {start}");
+                let name = (start..bytes.len())
+                    .find(|&i| has_class(bytes[i], SPACE | EQUALS | GT | SLASH | QUOTE))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_attr_name(&bytes, start), name, "{bytes:?} {start}");
+            }
         }
     }
 

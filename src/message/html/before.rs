@@ -883,6 +883,26 @@ fn renderer_matches_the_oracle_on_random_and_malformed_html() {
         "</title>",
         "<TEMPLATE>",
         "</template",
+        // Eight-byte fast paths: long words and attribute names, names near known element names.
+        "averyveryverylongword_with-punctuation!",
+        "<td cellpadding=\"0\" data-x-y-long-name9='z'",
+        "<blockquote>",
+        "</BLOCKQUOTE",
+        "<blockquotes>",
+        "<tbodyx>",
+        "<h7>",
+        "<Templates>",
+        "<noscripT",
+        "<table-",
+        "<div:x",
+        // Open elements are matched by key up to eight bytes and by name beyond.
+        "<blockquote hidden>",
+        "</BlockQuote>",
+        "<abcdefghi hidden>",
+        "</ABCDEFGHI>",
+        "<abcdefgh hidden>",
+        "</abcdefgH>",
+        "</abcdefghx>",
     ];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..40_000 {
@@ -901,13 +921,51 @@ fn renderer_matches_the_oracle_on_random_and_malformed_html() {
     // Whole tags built from parts, so that separators, attribute names and values meet in
     // every combination (a piece soup rarely lines them up).
     let names = [
-        "div", "A", "span", "td", "br", "p", "style", "img", "x:y", "DIV", "a", "Td", "é", "Head",
+        "div",
+        "A",
+        "span",
+        "td",
+        "br",
+        "p",
+        "style",
+        "img",
+        "x:y",
+        "DIV",
+        "a",
+        "Td",
+        "é",
+        "Head",
+        "blockquote",
+        "BlockQuote",
+        "template",
+        "TEMPLATES",
+        "tbody1",
+        "h6",
+        "h7",
+        "noscript",
     ];
     let separators = [
         " ", "\t", "\n", "\x0b", "\x0c", "\r", "/", "", "  ", "\"", "'",
     ];
     let attributes = [
-        "hidden", "Hidden", "style", "STYLE", "href", "HREF", "x", "a\"b", "=", "é", "a'", "Style",
+        "hidden",
+        "Hidden",
+        "style",
+        "STYLE",
+        "href",
+        "HREF",
+        "x",
+        "a\"b",
+        "=",
+        "é",
+        "a'",
+        "Style",
+        "cellpadding",
+        "data-hidden-x9",
+        "hiddenx",
+        "stylestyle",
+        "HREF:x",
+        "x-style",
     ];
     let values = [
         "",
