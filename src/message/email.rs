@@ -544,21 +544,29 @@ fn too_many_boundaries(raw: &[u8]) -> bool {
     // Every declaration contains `ary` in some case, and no two share one; none of these letters
     // has a non-ASCII case variant. Counting them is a pass that vectorises, and real mail has
     // far fewer than the limit, so the regex runs only on mail that might exceed it.
-    let n = raw.len().saturating_sub(2);
-    let mut ary = 0;
-    // Byte-wide counts over blocks short enough not to overflow them.
-    for start in (0..n).step_by(128) {
-        let end = (start + 128).min(n);
-        let (a, r, y) = (
-            &raw[start..end],
-            &raw[start + 1..end + 1],
-            &raw[start + 2..end + 2],
-        );
-        let block = a.iter().zip(r).zip(y).fold(0u8, |count, ((&a, &r), &y)| {
-            count + u8::from((a | 0x20 == b'a') & (r | 0x20 == b'r') & (y | 0x20 == b'y'))
-        });
-        ary += usize::from(block);
+    fn is_ary(a: u8, r: u8, y: u8) -> bool {
+        (a | 0x20 == b'a') & (r | 0x20 == b'r') & (y | 0x20 == b'y')
     }
+    const BLOCK: usize = 64;
+    let mut ary = 0;
+    let mut start = 0;
+    // Fixed-size blocks, so that the three shifted views are arrays and the loop is straight
+    // vector code; the byte-wide count cannot overflow in a block.
+    while let Some(window) = raw.get(start..start + BLOCK + 2) {
+        let a: &[u8; BLOCK] = window[..BLOCK].try_into().unwrap();
+        let r: &[u8; BLOCK] = window[1..BLOCK + 1].try_into().unwrap();
+        let y: &[u8; BLOCK] = window[2..].try_into().unwrap();
+        let mut block = 0u8;
+        for i in 0..BLOCK {
+            block += u8::from(is_ary(a[i], r[i], y[i]));
+        }
+        ary += usize::from(block);
+        start += BLOCK;
+    }
+    ary += raw[start..]
+        .windows(3)
+        .filter(|w| is_ary(w[0], w[1], w[2]))
+        .count();
     ary > MAX_BOUNDARIES && boundary_count(raw) > MAX_BOUNDARIES
 }
 
