@@ -282,16 +282,18 @@ fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'
 /// space, which is all the tokenizer does to such a value.
 fn header_value(header: &mailparse::MailHeader<'_>) -> String {
     let raw = header.get_value_raw();
+    // Most values have no `=` at all, which one search tells; values with many (signatures,
+    // URLs) are searched for `=?` with a searcher built once.
+    static ENCODED_WORD_START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("=?"));
+    let encoded_word =
+        memchr::memchr(b'=', raw).is_some_and(|i| ENCODED_WORD_START.find(&raw[i..]).is_some());
     match std::str::from_utf8(raw) {
-        // One line: only its leading whitespace goes. Most values have neither LF nor `=`,
-        // which one search tells.
-        Ok(value)
-            if memchr::memchr2(b'\n', b'=', raw).is_none()
-                || (!value.contains('\n') && !value.contains("=?")) =>
-        {
-            value.trim_start().to_owned()
+        Ok(value) if !encoded_word && memchr::memchr(b'\n', raw).is_none() => {
+            // One line: only its leading whitespace goes.
+            trim_start(value).to_owned()
         }
-        Ok(value) if !value.contains("=?") => {
+        Ok(value) if !encoded_word => {
             // `value.lines()`, each trimmed at its start and joined by one space, with one
             // `memchr` per line instead of the iterator's byte loop.
             let mut out = String::with_capacity(value.len());
@@ -310,11 +312,27 @@ fn header_value(header: &mailparse::MailHeader<'_>) -> String {
                     out.push(' ');
                 }
                 first = false;
-                out.push_str(line.trim_start());
+                out.push_str(trim_start(line));
             }
             out
         }
         _ => header.get_value(),
+    }
+}
+
+/// `str::trim_start`, with ASCII whitespace skipped byte by byte: the char-by-char Unicode test
+/// runs only when the first byte left is not ASCII.
+fn trim_start(text: &str) -> &str {
+    let start = text
+        .bytes()
+        .position(|b| !matches!(b, b'\t'..=b'\r' | b' '))
+        .unwrap_or(text.len());
+    // Only ASCII was skipped, so `start` is a char boundary.
+    let rest = &text[start..];
+    if rest.as_bytes().first().is_some_and(|&b| !b.is_ascii()) {
+        rest.trim_start()
+    } else {
+        rest
     }
 }
 
@@ -747,7 +765,10 @@ mod tests {
         assert_eq!(header_value(&latin1), latin1.get_value());
         // Random folded values: continuation lines of spaces and tabs, CR alone or before LF,
         // blank continuation lines, encoded words, non-ASCII (UTF-8 and not), any key case.
-        let pieces: [&[u8]; 14] = [
+        let pieces: [&[u8]; 17] = [
+            b"\x0c",
+            b"\xc2\x85",
+            b"\xe2\x80\x83",
             b"a",
             b" ",
             b"\t",
@@ -778,6 +799,17 @@ mod tests {
             };
             assert_eq!(header_value(&header), header.get_value(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn leading_whitespace_is_trimmed_as_str_trim_start_does() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            for text in [format!("{c}"), format!(" \t{c}x"), format!("{c}\u{a0} y")] {
+                assert_eq!(trim_start(&text), text.trim_start(), "{c:?}");
+            }
+        }
+        assert_eq!(trim_start(""), "");
+        assert_eq!(trim_start(" \x0b\x0c\r\n\t"), "");
     }
 
     #[test]
