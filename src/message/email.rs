@@ -1,6 +1,8 @@
 //! Emails as the parse engine sees them: decoded headers, text and rendered HTML bodies, and the
 //! original message inside a forward.
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use mailparse::{MailHeaderMap, ParsedMail};
 
@@ -93,18 +95,22 @@ impl Email {
 
     /// Parses what `options` asks for: see `EmailOptions`.
     pub fn parse_with(raw: &[u8], options: EmailOptions) -> Result<Email, EmailError> {
-        Self::parse_nested(raw, 0, options)
+        Self::parse_nested(raw, 0, false, options)
     }
 
+    /// `within_checked`: `raw` is a slice of a message whose boundaries were already counted.
+    /// Every declaration in a slice is one in the whole message, so the count cannot be over
+    /// the limit and is not made again.
     fn parse_nested(
         raw: &[u8],
         attached_depth: usize,
+        within_checked: bool,
         options: EmailOptions,
     ) -> Result<Email, EmailError> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(EmailError::Empty);
         }
-        if too_many_boundaries(raw) {
+        if !within_checked && too_many_boundaries(raw) {
             return Err(EmailError::Malformed(format!(
                 "more than {MAX_BOUNDARIES} multipart boundaries"
             )));
@@ -145,7 +151,8 @@ impl Email {
                     quoted_original: true,
                     ..options
                 };
-                Email::parse_nested(&inner, attached_depth + 1, options).ok()
+                let within_checked = matches!(inner, Cow::Borrowed(_));
+                Email::parse_nested(&inner, attached_depth + 1, within_checked, options).ok()
             });
         let mut email = Email::assemble(headers, bodies.text, bodies.html, attached);
         if options.quoted_original {
@@ -236,7 +243,8 @@ struct Bodies<'a> {
     /// Inline `text/plain` parts, in order, when `text_needed` is false.
     deferred_text: Vec<&'a ParsedMail<'a>>,
     html: Option<String>,
-    attached_message: Option<Vec<u8>>,
+    /// Borrowed from the message when its transfer encoding leaves it as it is.
+    attached_message: Option<Cow<'a, [u8]>>,
 }
 
 fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'a>) {
@@ -257,7 +265,15 @@ fn collect_bodies<'a>(part: &'a ParsedMail<'a>, depth: usize, out: &mut Bodies<'
     };
     match mimetype {
         "message/rfc822" if out.attached_message.is_none() => {
-            out.attached_message = part.get_body_raw().ok();
+            // `get_body_raw`, without its copy of a body that is not transfer-encoded.
+            use mailparse::body::Body;
+            out.attached_message = match part.get_body_encoded() {
+                Body::SevenBit(body) | Body::EightBit(body) => Some(Cow::Borrowed(body.get_raw())),
+                Body::Binary(body) => Some(Cow::Borrowed(body.get_raw())),
+                Body::Base64(body) | Body::QuotedPrintable(body) => {
+                    body.get_decoded().ok().map(Cow::Owned)
+                }
+            };
         }
         _ if mimetype.starts_with("multipart/") => {
             for sub in &part.subparts {
@@ -1044,6 +1060,46 @@ mod tests {
         let original = email.original_envelope().unwrap();
         assert_eq!(original.from.as_deref(), Some("venmo@venmo.com"));
         assert_eq!(original.subject, "Jane paid you $5.00");
+    }
+
+    #[test]
+    fn attached_message_reads_as_its_decoded_body_in_every_transfer_encoding() {
+        use base64::Engine as _;
+        let inner = "From: Venmo <venmo@venmo.com>\r\nSubject: Jane paid you $5.00\r\nContent-Type: text/plain\r\n\r\nbody =E9 caf\u{e9}\r\n";
+        let encoded = [
+            ("", inner.to_owned()),
+            ("7bit", inner.to_owned()),
+            ("8bit", inner.to_owned()),
+            ("binary", inner.to_owned()),
+            (
+                "base64",
+                base64::engine::general_purpose::STANDARD.encode(inner),
+            ),
+            ("quoted-printable", inner.replace('=', "=3D")),
+        ];
+        for (encoding, body) in encoded {
+            let raw = format!("From: me@example.com\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--z\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n{body}\r\n--z--\r\n");
+            let parsed = mailparse::parse_mail(raw.as_bytes()).unwrap();
+            let part = &parsed.subparts[1];
+            let expected = Email::parse(&part.get_body_raw().unwrap()).unwrap();
+            let email = Email::parse(raw.as_bytes()).unwrap();
+            let Some(Original::Attached(attached)) = &email.original else {
+                panic!("{encoding}: no attached message");
+            };
+            assert_eq!(**attached, expected, "{encoding}");
+            assert_eq!(attached.envelope.subject, "Jane paid you $5.00");
+        }
+        // An encoded attachment is counted on its own: boundaries hidden in base64 are not
+        // counted in the outer message, so a hostile one is left unread.
+        let mut hostile = String::from("From: a@b.c\n");
+        for i in 0..=MAX_BOUNDARIES {
+            hostile.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n"
+            ));
+        }
+        let raw = format!("From: me@example.com\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--z--\r\n", base64::engine::general_purpose::STANDARD.encode(&hostile));
+        let email = Email::parse(raw.as_bytes()).unwrap();
+        assert_eq!(email.original, None);
     }
 
     #[test]
