@@ -112,14 +112,25 @@ fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
     let line = line.strip_prefix('*').unwrap_or(line);
     let colon = line.bytes().take(LONGEST_KEY).position(|b| b == b':')?;
     let key = line[..colon].trim_end_matches(['*', ' ', '\u{a0}', '\u{202f}']);
-    let known = keys
-        .iter()
-        .any(|k| key.chars().flat_map(char::to_lowercase).eq(k.chars()));
+    let known = keys.iter().any(|k| key_matches(key, k));
     if !known {
         return None;
     }
     let rest = &line[colon + 1..];
     Some(rest.strip_prefix('*').unwrap_or(rest).trim())
+}
+
+/// Whether `key` lowercases (`char::to_lowercase`) to `lowercase`. An ASCII key lowercases to
+/// ASCII, so it is compared byte by byte; only a key with other characters (which may lowercase
+/// to ASCII too, like the Kelvin sign to `k`) takes the char-by-char path.
+fn key_matches(key: &str, lowercase: &str) -> bool {
+    if key.is_ascii() {
+        key.len() == lowercase.len() && key.eq_ignore_ascii_case(lowercase)
+    } else {
+        key.chars()
+            .flat_map(char::to_lowercase)
+            .eq(lowercase.chars())
+    }
 }
 
 /// The first thing in `text` shaped like an email address, lowercased.
@@ -229,6 +240,35 @@ fn zone_offset(word: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_match_exactly_as_lowercasing_every_char_does() {
+        let slow = |key: &str, k: &str| key.chars().flat_map(char::to_lowercase).eq(k.chars());
+        let all_keys = FROM_KEYS.iter().chain(SUBJECT_KEYS).chain(DATE_KEYS);
+        let pieces = [
+            "a", "D", "e", "\u{212a}", "\u{130}", "\u{c4}", "\u{e4}", "mne", "ENVOY", "\u{c9}",
+            "\u{e9}", " ", "el", "S", "ubject", "rom", "F", "\u{17f}", "",
+        ];
+        let mut state = 0x6b65_795f_6d61_7463u64;
+        let mut matched = 0;
+        for _ in 0..50_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut key = String::new();
+            for k in 0..(state % 5) {
+                key.push_str(pieces[((state >> (k * 8)) % pieces.len() as u64) as usize]);
+            }
+            for k in all_keys.clone() {
+                let expected = slow(&key, k);
+                assert_eq!(key_matches(&key, k), expected, "{key:?} {k:?}");
+                matched += usize::from(expected);
+            }
+        }
+        for k in all_keys {
+            assert!(key_matches(&k.to_uppercase(), k), "{k}");
+        }
+        assert!(key_matches("\u{212a}", "k") && !key_matches("K\u{212a}", "k"));
+        assert!(matched > 50, "{matched}");
+    }
 
     #[test]
     fn finds_gmail_outlook_and_apple_blocks() {
