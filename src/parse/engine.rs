@@ -686,24 +686,10 @@ mod tests {
     /// itself), and variants of each body: cut short, a piece repeated (several matches, where
     /// the first must win), lines dropped, text added at either end.
     fn fixture_inputs() -> Vec<(String, crate::message::Email, Vec<String>)> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let mut paths = Vec::new();
-        for dir in std::fs::read_dir(&root).unwrap() {
-            let dir = dir.unwrap().path();
-            if dir.is_dir() {
-                for file in std::fs::read_dir(&dir).unwrap() {
-                    let path = file.unwrap().path();
-                    if path.extension().is_some_and(|e| e == "eml") {
-                        paths.push(path);
-                    }
-                }
-            }
-        }
-        paths.sort();
         let mut state = 0x0b5e_55ed_cafe_f00d_u64;
         let mut out = Vec::new();
-        for path in paths {
-            let Ok(email) = crate::message::Email::parse(&std::fs::read(&path).unwrap()) else {
+        for (path, raw) in crate::parse::tests::fixture_emails() {
+            let Ok(email) = crate::message::Email::parse(&raw) else {
                 continue;
             };
             let body = email.body_text().unwrap_or("").to_owned();

@@ -335,7 +335,8 @@ mod tests {
     use super::*;
 
     /// Every `.eml` under `fixtures/`.
-    fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
+    /// Every fixture email (`fixtures/*/*.eml`) with its bytes, in path order.
+    pub(super) fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut out = Vec::new();
         for dir in std::fs::read_dir(&root).unwrap() {
