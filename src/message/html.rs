@@ -713,7 +713,7 @@ impl<'s> Iterator for Attrs<'s> {
             if i < end && (b[i] == b'"' || b[i] == b'\'') {
                 let quote = b[i];
                 let value_start = i + 1;
-                i = find_byte(&b[value_start..end], quote).map_or(end, |q| value_start + q);
+                i = find_near(quote, &b[value_start..end]).map_or(end, |q| value_start + q);
                 value = &source[value_start..i];
                 i += 1;
             } else {
@@ -933,26 +933,6 @@ fn below(x: u64, n: u8) -> u64 {
     x.wrapping_sub(LO * u64::from(n)) & !x & HI
 }
 
-/// The index of the first `needle` in `hay`, eight bytes at a time.
-pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    let pattern = LO * u64::from(needle);
-    let mut chunks = hay.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap());
-        let found = zero_bytes(word ^ pattern);
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| at + i)
-}
-
 /// The index of the first `needle` in `hay`. Most distances in mail HTML are a few bytes (the
 /// line break between tags, short attribute values): the first eight bytes are tested as one
 /// word, which is cheaper than `memchr`'s setup; farther ones go to `memchr`.
@@ -1109,7 +1089,7 @@ mod tests {
             for len in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
                 let h = &hay[start..(start + len).min(hay.len())];
                 for n in [b'>', b'"', b'=', b':', b'\n', 0xff, b'z'] {
-                    assert_eq!(find_byte(h, n), h.iter().position(|&x| x == n));
+                    assert_eq!(find_near(n, h), h.iter().position(|&x| x == n));
                 }
                 // Padded so that matches also lie past the first word, where `memchr` takes over.
                 let padded: Vec<u8> = std::iter::repeat_n(b'a', start % 20)
