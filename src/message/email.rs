@@ -477,7 +477,7 @@ fn decode_filtered_quoted_printable(input: &[u8]) -> Vec<u8> {
         }
         end
     }
-    let mut decoded = DecodedBytes::with_capacity(input.len() + input.len() / 8);
+    let mut decoded = Vec::with_capacity(input.len() + input.len() / 8);
     // `input[copied..]` is not yet in `decoded`; it starts a line or follows a byte that is not
     // trailing whitespace of its line.
     let mut copied = 0;
@@ -486,27 +486,27 @@ fn decode_filtered_quoted_printable(input: &[u8]) -> Vec<u8> {
         let at = copied + found;
         if input[at] == b'\n' {
             let end = trim_end(input, copied, at);
-            decoded.copy_run(input, copied, end);
-            decoded.push_crlf();
+            append_run(&mut decoded, input, copied, end);
+            decoded.extend_from_slice(b"\r\n");
             copied = at + 1;
             continue;
         }
         if let (Some(&upper), Some(&lower)) = (input.get(at + 1), input.get(at + 2)) {
             let (high, low) = (HEX_VALUE[upper as usize], HEX_VALUE[lower as usize]);
             if high | low < 16 {
-                decoded.copy_run(input, copied, at);
+                append_run(&mut decoded, input, copied, at);
                 decoded.push((high << 4) | low);
                 copied = at + 3;
                 continue;
             }
             if upper == b'\n' || (upper == b'\r' && lower == b'\n') {
-                decoded.copy_run(input, copied, at);
+                append_run(&mut decoded, input, copied, at);
                 copied = at + if upper == b'\n' { 2 } else { 3 };
                 continue;
             }
         }
         // Anything else depends on where the line ends once trimmed.
-        decoded.copy_run(input, copied, at);
+        append_run(&mut decoded, input, copied, at);
         let line_end = memchr::memchr(b'\n', &input[at..]).map_or(input.len(), |i| at + i);
         let end = trim_end(input, at + 1, line_end);
         match end - at {
@@ -514,61 +514,38 @@ fn decode_filtered_quoted_printable(input: &[u8]) -> Vec<u8> {
             1 => copied = (line_end + 1).min(input.len()),
             // `=` and one byte end the line, kept as written.
             2 => {
-                decoded.copy_run(input, at, end);
+                append_run(&mut decoded, input, at, end);
                 if line_end < input.len() {
-                    decoded.push_crlf();
+                    decoded.extend_from_slice(b"\r\n");
                 }
                 copied = (line_end + 1).min(input.len());
             }
             // Not two hex digits: kept as written.
             _ => {
-                decoded.copy_run(input, at, at + 3);
+                append_run(&mut decoded, input, at, at + 3);
                 copied = at + 3;
             }
         }
     }
     // The last line, with no line break after it.
     let end = trim_end(input, copied, input.len());
-    decoded.copy_run(input, copied, end);
-    decoded.finish()
+    append_run(&mut decoded, input, copied, end);
+    decoded
 }
 
-/// The decoder's output: a `Vec` whose short appends are fixed 16-byte copies (inline vector
-/// moves, the extra bytes cut off again) instead of a `memcpy` call per run, which for the short
-/// runs between `=XX` escapes cost more than the copying.
-struct DecodedBytes(Vec<u8>);
-
-impl DecodedBytes {
+/// Appends `input[start..end]` to `out`. A run of up to 16 bytes (most runs between `=XX`
+/// escapes) is appended as a fixed 16-byte copy, an inline vector move, and the extra bytes cut
+/// off again: a `memcpy` call per short run cost more than the copying.
+#[inline]
+fn append_run(out: &mut Vec<u8>, input: &[u8], start: usize, end: usize) {
     const PIECE: usize = 16;
-
-    fn with_capacity(capacity: usize) -> Self {
-        DecodedBytes(Vec::with_capacity(capacity))
-    }
-
-    /// Appends `input[start..end]`.
-    #[inline]
-    fn copy_run(&mut self, input: &[u8], start: usize, end: usize) {
-        let piece = input.get(start..start + Self::PIECE);
-        match piece {
-            Some(piece) if end - start <= Self::PIECE => {
-                let len = self.0.len();
-                self.0.extend_from_slice(piece);
-                self.0.truncate(len + (end - start));
-            }
-            _ => self.0.extend_from_slice(&input[start..end]),
+    match input.get(start..start + PIECE) {
+        Some(piece) if end - start <= PIECE => {
+            let len = out.len();
+            out.extend_from_slice(piece);
+            out.truncate(len + (end - start));
         }
-    }
-
-    fn push(&mut self, byte: u8) {
-        self.0.push(byte);
-    }
-
-    fn push_crlf(&mut self) {
-        self.0.extend_from_slice(b"\r\n");
-    }
-
-    fn finish(self) -> Vec<u8> {
-        self.0
+        _ => out.extend_from_slice(&input[start..end]),
     }
 }
 
