@@ -66,7 +66,7 @@ pub struct Email {
 
 /// What a caller needs from a parse; anything else may be left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EmailOptions {
+pub struct EmailOptions<'a> {
     /// Whether `Email.text` is wanted when the email has an HTML body. When false and there is
     /// HTML, the `text/plain` part is not decoded and `text` is `None`; without HTML the text is
     /// always decoded, since it is then the body (`body_text`) that forwards are found in.
@@ -75,14 +75,48 @@ pub struct EmailOptions {
     /// false, `original` is set only for an attached message, and `find_quoted_original` does the
     /// rest if the caller turns out to need it. Attached messages are always searched.
     pub quoted_original: bool,
+    /// Which headers go into `Email.headers` (the envelope is always read in full).
+    pub headers: HeadersNeeded<'a>,
 }
 
-impl Default for EmailOptions {
+impl Default for EmailOptions<'_> {
     /// Every part, as `Email::parse` reads it.
     fn default() -> Self {
         EmailOptions {
             text_needed: true,
             quoted_original: true,
+            headers: HeadersNeeded::All,
+        }
+    }
+}
+
+/// The headers `envelope_of` reads, lowercase: always decoded.
+const ENVELOPE_HEADERS: [&str; 4] = ["from", "subject", "date", "message-id"];
+
+/// Which headers a parse decodes into `Email.headers`. A notification carries two dozen headers
+/// (`Received`, `DKIM-Signature`, `ARC-*`...), and decoding each into two strings was a few
+/// percent of the registry's whole parse, which reads only a handful of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersNeeded<'a> {
+    /// Every header, in order.
+    All,
+    /// Only those named here (lowercase) and the envelope's (`From`, `Subject`, `Date`,
+    /// `Message-ID`), in their order in the message; other headers are left undecoded.
+    Named(&'a [String]),
+}
+
+impl HeadersNeeded<'_> {
+    /// Whether a header called `name` (any case) is decoded. Compared in place, so a header
+    /// left out costs no allocation.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            HeadersNeeded::All => true,
+            HeadersNeeded::Named(names) => {
+                ENVELOPE_HEADERS
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name))
+                    || names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            }
         }
     }
 }
@@ -94,7 +128,7 @@ impl Email {
     }
 
     /// Parses what `options` asks for: see `EmailOptions`.
-    pub fn parse_with(raw: &[u8], options: EmailOptions) -> Result<Email, EmailError> {
+    pub fn parse_with(raw: &[u8], options: EmailOptions<'_>) -> Result<Email, EmailError> {
         Self::parse_nested(raw, 0, false, options)
     }
 
@@ -105,7 +139,7 @@ impl Email {
         raw: &[u8],
         attached_depth: usize,
         within_checked: bool,
-        options: EmailOptions,
+        options: EmailOptions<'_>,
     ) -> Result<Email, EmailError> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(EmailError::Empty);
@@ -127,7 +161,13 @@ impl Email {
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
-            .map(|h| (h.get_key_ref().to_ascii_lowercase(), header_value(h)))
+            .filter_map(|h| {
+                let key = h.get_key_ref();
+                options
+                    .headers
+                    .includes(&key)
+                    .then(|| (key.to_ascii_lowercase(), header_value(h)))
+            })
             .collect();
         let mut bodies = Bodies {
             text_needed: options.text_needed,
@@ -608,22 +648,23 @@ fn normalize_newlines(text: &str) -> String {
 }
 
 fn envelope_of(headers: &[(String, String)]) -> Envelope {
-    let get = |name: &str| {
+    // Named by `ENVELOPE_HEADERS`, which every parse keeps whatever else it leaves out.
+    let [from, subject, date, message_id] = ENVELOPE_HEADERS.map(|name| {
         headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-    };
-    let (from, from_name) = get("from").map(parse_from).unwrap_or((None, None));
+    });
+    let (from, from_name) = from.map(parse_from).unwrap_or((None, None));
     Envelope {
         from,
         from_name,
-        subject: get("subject").unwrap_or_default().to_owned(),
-        date: get("date")
+        subject: subject.unwrap_or_default().to_owned(),
+        date: date
             .and_then(|d| mailparse::dateparse(d).ok())
             .and_then(|ts| DateTime::from_timestamp(ts, 0))
             .map(MessageTime::Utc),
-        message_id: get("message-id")
+        message_id: message_id
             .map(|id| {
                 id.trim()
                     .trim_start_matches('<')
@@ -972,7 +1013,7 @@ mod tests {
     fn text_part_is_skipped_only_when_allowed_and_there_is_html() {
         let lean = EmailOptions {
             text_needed: false,
-            quoted_original: true,
+            ..EmailOptions::default()
         };
         // Text and HTML: the text is left out only when it is not needed.
         let both = b"From: a@b.c\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nplain =C3=A9\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--b--\r\n";
@@ -1014,13 +1055,72 @@ mod tests {
         let full = Email::parse(raw).unwrap();
         assert!(matches!(full.original, Some(Original::Quoted(_))));
         let options = EmailOptions {
-            text_needed: true,
             quoted_original: false,
+            ..EmailOptions::default()
         };
         let mut later = Email::parse_with(raw, options).unwrap();
         assert_eq!(later.original, None);
         later.find_quoted_original();
         assert_eq!(later, full);
+    }
+
+    #[test]
+    fn full_parse_keeps_every_header_and_a_lean_one_only_those_named() {
+        let raw = b"Received: from a\r\nReceived: from b\r\nDKIM-Signature: v=1;\r\n d=example.com\r\nFROM: Venmo <venmo@venmo.com>\r\nList-Unsubscribe: <https://u.example>\r\nSubject: =?UTF-8?Q?caf=C3=A9?=\r\nX-Custom: 1\r\nDate: Fri, 01 Mar 2024 23:30:00 +0000\r\nMessage-ID: <a@b>\r\nx-custom: 2\r\nContent-Type: text/plain\r\n\r\nbody\r\n";
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let full = Email::parse(raw).unwrap();
+        assert_eq!(
+            full.headers,
+            pairs(&[
+                ("received", "from a"),
+                ("received", "from b"),
+                ("dkim-signature", "v=1; d=example.com"),
+                ("from", "Venmo <venmo@venmo.com>"),
+                ("list-unsubscribe", "<https://u.example>"),
+                ("subject", "caf\u{e9}"),
+                ("x-custom", "1"),
+                ("date", "Fri, 01 Mar 2024 23:30:00 +0000"),
+                ("message-id", "<a@b>"),
+                ("x-custom", "2"),
+                ("content-type", "text/plain"),
+            ])
+        );
+        let named = ["x-custom".to_owned()];
+        let lean_options = EmailOptions {
+            headers: HeadersNeeded::Named(&named),
+            ..EmailOptions::default()
+        };
+        let lean = Email::parse_with(raw, lean_options).unwrap();
+        assert_eq!(
+            lean.headers,
+            pairs(&[
+                ("from", "Venmo <venmo@venmo.com>"),
+                ("subject", "caf\u{e9}"),
+                ("x-custom", "1"),
+                ("date", "Fri, 01 Mar 2024 23:30:00 +0000"),
+                ("message-id", "<a@b>"),
+                ("x-custom", "2"),
+            ])
+        );
+        assert_eq!(lean.envelope, full.envelope);
+        assert_eq!(lean.envelope.message_id.as_deref(), Some("a@b"));
+        // An attached original is read with the same options.
+        let mut forward = b"From: me@example.com\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        forward.extend_from_slice(raw);
+        forward.extend_from_slice(b"--z--\r\n");
+        let inner = |email: Email| match email.original {
+            Some(Original::Attached(inner)) => inner.headers,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(inner(Email::parse(&forward).unwrap()), full.headers);
+        assert_eq!(
+            inner(Email::parse_with(&forward, lean_options).unwrap()),
+            lean.headers
+        );
     }
 
     #[test]
