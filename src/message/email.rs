@@ -661,7 +661,7 @@ fn envelope_of(headers: &[(String, String)]) -> Envelope {
         from_name,
         subject: subject.unwrap_or_default().to_owned(),
         date: date
-            .and_then(|d| mailparse::dateparse(d).ok())
+            .and_then(dateparse)
             .and_then(|ts| DateTime::from_timestamp(ts, 0))
             .map(MessageTime::Utc),
         message_id: message_id
@@ -673,6 +673,85 @@ fn envelope_of(headers: &[(String, String)]) -> Envelope {
             })
             .filter(|id| !id.is_empty()),
     }
+}
+
+/// `mailparse::dateparse`: seconds since the epoch. The shape nearly every mailer writes
+/// (`Fri, 01 Mar 2024 23:30:00 +0000`: the weekday optional, anything after the zone ignored) is
+/// read here with mailparse's arithmetic, which otherwise counts the days year by year from 1970
+/// and was most of reading a `Date`; every other shape goes to mailparse (tested to agree).
+pub(crate) fn dateparse(text: &str) -> Option<i64> {
+    canonical_date(text).or_else(|| mailparse::dateparse(text).ok())
+}
+
+/// `[Ddd, ]D[D] Mon YYYY HH:MM:SS ±HHMM[ ...]` with a year from 1970 to 2099 (where mailparse's
+/// calendar is the Gregorian one), a day from 1 to 31 and a zone within ±2400, as mailparse
+/// reads it; `None` for anything else. Like mailparse, the hour, minute, second and zone minutes
+/// are added as written, unchecked.
+fn canonical_date(text: &str) -> Option<i64> {
+    fn number(digits: &[u8]) -> Option<i64> {
+        digits.iter().try_fold(0, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    }
+    let mut rest = text.as_bytes();
+    // A weekday is a word mailparse skips as not a day number.
+    if let [w1, w2, w3, b',', b' ', after @ ..] = rest {
+        if [w1, w2, w3].iter().all(|c| c.is_ascii_alphabetic()) {
+            rest = after;
+        }
+    }
+    let day_len = match rest {
+        [_, b' ', ..] => 1,
+        _ => 2,
+    };
+    let day = number(rest.get(..day_len)?)?;
+    let [b' ', m1, m2, m3, b' ', y1, y2, y3, y4, b' ', h1, h2, b':', n1, n2, b':', s1, s2, b' ', sign, z1, z2, z3, z4, tail @ ..] =
+        rest.get(day_len..)?
+    else {
+        return None;
+    };
+    if !(tail.is_empty() || tail[0] == b' ') {
+        return None;
+    }
+    let month = match [m1, m2, m3].map(u8::to_ascii_uppercase) {
+        [b'J', b'A', b'N'] => 0,
+        [b'F', b'E', b'B'] => 1,
+        [b'M', b'A', b'R'] => 2,
+        [b'A', b'P', b'R'] => 3,
+        [b'M', b'A', b'Y'] => 4,
+        [b'J', b'U', b'N'] => 5,
+        [b'J', b'U', b'L'] => 6,
+        [b'A', b'U', b'G'] => 7,
+        [b'S', b'E', b'P'] => 8,
+        [b'O', b'C', b'T'] => 9,
+        [b'N', b'O', b'V'] => 10,
+        [b'D', b'E', b'C'] => 11,
+        _ => return None,
+    };
+    let year = number(&[*y1, *y2, *y3, *y4])?;
+    let zone = number(&[*z1, *z2, *z3, *z4])?;
+    let zone_sign = match sign {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if !(1..=31).contains(&day) || !(1970..=2099).contains(&year) || zone > 2400 {
+        return None;
+    }
+    // Every fourth year is a leap year from 1970 to 2099.
+    let leap = year % 4 == 0;
+    const DAYS_BEFORE_MONTH: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let days = (year - 1970) * 365
+        + ((year - 1) / 4 - 1969 / 4)
+        + DAYS_BEFORE_MONTH[month]
+        + i64::from(leap && month > 1)
+        + day
+        - 1;
+    let seconds = days * 86400
+        + number(&[*h1, *h2])? * 3600
+        + number(&[*n1, *n2])? * 60
+        + number(&[*s1, *s2])?;
+    Some(seconds - zone_sign * (zone / 100 * 3600 + zone % 100 * 60))
 }
 
 /// The address and display name of the first mailbox in a `From` value. Falls back to the first
@@ -1235,6 +1314,82 @@ mod tests {
             }
         }
         assert!(simple > 300, "{simple}");
+    }
+
+    #[test]
+    fn dates_read_as_mailparse_reads_them() {
+        for text in [
+            "Fri, 01 Mar 2024 23:30:00 +0000",
+            "Sun, 02 Oct 2016 07:06:22 -0700 (PDT)",
+            "1 Jan 1970 00:00:00 +0000",
+            "Thu, 29 Feb 2024 12:00:00 +0530",
+            "Tue, 31 Dec 2099 23:59:59 -2400",
+            "Wed, 31 Feb 2001 99:99:99 +2399",
+        ] {
+            assert!(canonical_date(text).is_some(), "{text}");
+            assert_eq!(dateparse(text), mailparse::dateparse(text).ok(), "{text}");
+        }
+        // Random dates from pieces in and out of the shape read directly: weekdays or not, days,
+        // months and years at and past their limits, names in any case, other zones, and what
+        // may follow the zone.
+        let weekdays = ["", "Fri, ", "fri, ", "Fri ", "123, ", "Fri,", "Mon,  "];
+        let days = ["1", "01", "9", "31", "32", "0", "00", "7x", "255", "+5"];
+        let months = ["Mar", "mAR", "Feb", "Dec", "Jan", "March", "Mzr", "Sep"];
+        let years = [
+            "1970", "1969", "2000", "2024", "2099", "2100", "2400", "24", "0099",
+        ];
+        let times = [
+            "23:30:00", "00:00:00", "99:59:61", "3:04:05", "12:00", "1a:00:00",
+        ];
+        let zones = [
+            "+0000", "-0700", "+0530", "+2400", "-2400", "+2401", "GMT", "PDT", "0000", "+000",
+            "-0000", "+0099",
+        ];
+        let tails = ["", " (PDT)", " ", "\t(PDT)", ":00", "x", "  +0100"];
+        let mut state = 0x5eed_da7e_0000_0001u64;
+        let mut direct = 0;
+        for _ in 0..50_000 {
+            let mut pick = |options: &[&'static str]| {
+                state = crate::test_rng::xorshift64(state);
+                options[(state % options.len() as u64) as usize]
+            };
+            let text = format!(
+                "{}{} {} {} {} {}{}",
+                pick(&weekdays),
+                pick(&days),
+                pick(&months),
+                pick(&years),
+                pick(&times),
+                pick(&zones),
+                pick(&tails)
+            );
+            assert_eq!(
+                dateparse(&text),
+                mailparse::dateparse(&text).ok(),
+                "{text:?}"
+            );
+            direct += usize::from(canonical_date(&text).is_some());
+        }
+        // About one in a hundred has every piece in the shape.
+        assert!(direct > 300, "{direct}");
+        // Every day of the years read directly.
+        for year in 1970..=2099 {
+            for (month, name) in [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ]
+            .iter()
+            .enumerate()
+            {
+                for day in [1, 28, 29, 30, 31] {
+                    let text = format!("{day} {name} {year} 12:34:56 -0130");
+                    assert_eq!(
+                        canonical_date(&text),
+                        mailparse::dateparse(&text).ok(),
+                        "{text} ({month})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

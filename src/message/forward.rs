@@ -161,7 +161,7 @@ pub fn parse_loose_date(text: &str) -> Option<MessageTime> {
     if text.is_empty() {
         return None;
     }
-    if let Ok(ts) = mailparse::dateparse(text) {
+    if let Some(ts) = super::email::dateparse(text) {
         if looks_zoned_rfc2822(text) {
             return DateTime::from_timestamp(ts, 0).map(MessageTime::Utc);
         }
