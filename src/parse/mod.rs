@@ -361,12 +361,12 @@ fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Every `.eml` under `fixtures/`.
     /// Every fixture email (`fixtures/*/*.eml`) with its bytes, in path order.
-    pub(super) fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
+    pub(crate) fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut out = Vec::new();
         for dir in std::fs::read_dir(&root).unwrap() {
