@@ -173,22 +173,10 @@ impl Registry {
             }
         }
         if errors.is_empty() {
-            let text_needed = plugins.iter().any(|p| p.reads_text());
-            let headers_read = plugins
-                .iter()
-                .try_fold(Vec::new(), |mut all, p| {
-                    all.extend(p.headers_read()?);
-                    Some(all)
-                })
-                .map(|mut all| {
-                    all.sort_unstable();
-                    all.dedup();
-                    all
-                });
             Ok(Registry {
+                text_needed: plugins.iter().any(|p| p.reads_text()),
+                headers_read: headers_read_by_any(&plugins),
                 plugins,
-                text_needed,
-                headers_read,
             })
         } else {
             Err(LoadError::Rules(errors))
@@ -324,6 +312,17 @@ impl Registry {
             .find(|p| p.claims(sender, subject))
             .map(|p| p.as_ref())
     }
+}
+
+/// Every header one of `plugins` reads (sorted, once each), or `None` when one may read any.
+fn headers_read_by_any(plugins: &[Box<dyn Plugin>]) -> Option<Vec<String>> {
+    let mut all = Vec::new();
+    for plugin in plugins {
+        all.extend(plugin.headers_read()?);
+    }
+    all.sort_unstable();
+    all.dedup();
+    Some(all)
 }
 
 fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError> {
@@ -565,6 +564,43 @@ require = [{ pointer = "/amount", capture = "amount" }, { in = "header:x-event",
         )
         .unwrap();
         assert_eq!(webhook.headers_read(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_plugin_that_may_read_any_header_gets_them_all() {
+        /// A plugin written in Rust that says nothing about the headers it reads.
+        struct InRust;
+        impl Plugin for InRust {
+            fn id(&self) -> &str {
+                "in-rust"
+            }
+            fn kind(&self) -> Kind {
+                Kind::Email
+            }
+            fn claims(&self, _: &str, _: &str) -> bool {
+                false
+            }
+            fn parse_email(&self, _: &EmailView<'_>) -> Outcome {
+                Outcome::unmatched(Some("in-rust"), "")
+            }
+            fn parse_webhook(&self, _: &Webhook) -> Outcome {
+                Outcome::unmatched(Some("in-rust"), "")
+            }
+        }
+        let rules = rules::compile("c.toml", "c", READS_CUSTOM_HEADERS).unwrap();
+        let rules_only: Vec<Box<dyn Plugin>> = vec![Box::new(rules.clone())];
+        assert_eq!(
+            headers_read_by_any(&rules_only),
+            Some(vec!["x-custom".to_owned(), "x-reason".to_owned()])
+        );
+        let with_rust: Vec<Box<dyn Plugin>> = vec![Box::new(rules), Box::new(InRust)];
+        assert_eq!(headers_read_by_any(&with_rust), None);
+        let registry = Registry {
+            headers_read: headers_read_by_any(&with_rust),
+            text_needed: true,
+            plugins: with_rust,
+        };
+        assert_eq!(registry.email_options().headers, HeadersNeeded::All);
     }
 
     #[test]
