@@ -39,30 +39,60 @@ impl ForwardedHeader {
 }
 
 pub fn find_forwarded_header(body: &str) -> Option<ForwardedHeader> {
-    let lines: Vec<&str> = body.lines().map(strip_quoting).collect();
+    // Each line is read once, and only those naming a block's field are kept, with their line
+    // number: a block's span is counted in lines of any kind.
+    let fields: Vec<(usize, Field, &str)> = body
+        .lines()
+        .enumerate()
+        .filter_map(|(number, line)| {
+            let (key, value) = key_and_value(strip_quoting(line))?;
+            Some((number, field_of(key)?, value))
+        })
+        .collect();
     let mut found = None;
-    for (i, line) in lines.iter().enumerate() {
-        let Some(from) = header_value_any(line, FROM_KEYS) else {
+    for (i, &(number, field, from)) in fields.iter().enumerate() {
+        if field != Field::From {
             continue;
-        };
-        let mut block = ForwardedHeader {
-            from: from.to_owned(),
-            ..Default::default()
-        };
-        for next in lines.iter().skip(i + 1).take(BLOCK_SPAN) {
-            if let Some(v) = header_value_any(next, SUBJECT_KEYS) {
-                block.subject = v.to_owned();
-            } else if let Some(v) = header_value_any(next, DATE_KEYS) {
-                block.date = v.to_owned();
-            } else if header_value_any(next, FROM_KEYS).is_some() {
-                break;
+        }
+        let (mut subject, mut date) = ("", "");
+        let block = fields[i + 1..]
+            .iter()
+            .take_while(|(next, ..)| next - number <= BLOCK_SPAN);
+        for &(_, field, value) in block {
+            match field {
+                Field::Subject => subject = value,
+                Field::Date => date = value,
+                Field::From => break,
             }
         }
-        if !block.subject.is_empty() && !block.date.is_empty() {
-            found = Some(block);
+        if !subject.is_empty() && !date.is_empty() {
+            found = Some((from, subject, date));
         }
     }
-    found
+    found.map(|(from, subject, date)| ForwardedHeader {
+        from: from.to_owned(),
+        subject: subject.to_owned(),
+        date: date.to_owned(),
+    })
+}
+
+/// The fields of a forwarded header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    From,
+    Subject,
+    Date,
+}
+
+fn field_of(key: &str) -> Option<Field> {
+    [
+        (Field::From, FROM_KEYS),
+        (Field::Subject, SUBJECT_KEYS),
+        (Field::Date, DATE_KEYS),
+    ]
+    .into_iter()
+    .find(|(_, keys)| keys.iter().any(|k| key_matches(key, k)))
+    .map(|(field, _)| field)
 }
 
 /// The sender key as Gmail, Outlook and Apple Mail write it in English, German, French, Spanish,
@@ -103,21 +133,17 @@ fn strip_quoting(line: &str) -> &str {
         .trim_end()
 }
 
-/// The value of a `Key: value` line whose key is one of `keys` (lowercase), ignoring case, the
-/// `*bold*` marks plain-text Outlook puts around keys, and the space French typography puts
-/// before the colon ("De :", often non-breaking). This runs for every line of a body, so a line
-/// without a colon near its start is turned away before any key is compared.
-fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
+/// The key and value of a `Key: value` line, without the `*bold*` marks plain-text Outlook puts
+/// around keys and the space French typography puts before the colon ("De :", often
+/// non-breaking). This runs for every line of a body, so a line without a colon near its start is
+/// turned away first.
+fn key_and_value(line: &str) -> Option<(&str, &str)> {
     const LONGEST_KEY: usize = 16;
     let line = line.strip_prefix('*').unwrap_or(line);
     let colon = line.bytes().take(LONGEST_KEY).position(|b| b == b':')?;
     let key = line[..colon].trim_end_matches(['*', ' ', '\u{a0}', '\u{202f}']);
-    let known = keys.iter().any(|k| key_matches(key, k));
-    if !known {
-        return None;
-    }
     let rest = &line[colon + 1..];
-    Some(rest.strip_prefix('*').unwrap_or(rest).trim())
+    Some((key, rest.strip_prefix('*').unwrap_or(rest).trim()))
 }
 
 /// Whether `key` lowercases (`char::to_lowercase`) to `lowercase`. An ASCII key lowercases to
@@ -161,7 +187,7 @@ pub fn parse_loose_date(text: &str) -> Option<MessageTime> {
     if text.is_empty() {
         return None;
     }
-    if let Ok(ts) = mailparse::dateparse(text) {
+    if let Some(ts) = super::email::dateparse(text) {
         if looks_zoned_rfc2822(text) {
             return DateTime::from_timestamp(ts, 0).map(MessageTime::Utc);
         }
@@ -268,6 +294,104 @@ mod tests {
         }
         assert!(key_matches("\u{212a}", "k") && !key_matches("K\u{212a}", "k"));
         assert!(matched > 50, "{matched}");
+    }
+
+    /// `find_forwarded_header` as it was before it read each line once: every line is matched
+    /// against the sender keys, and the lines after each sender are matched again.
+    fn find_forwarded_header_line_by_line(body: &str) -> Option<ForwardedHeader> {
+        fn header_value_any<'a>(line: &'a str, keys: &[&str]) -> Option<&'a str> {
+            let line = line.strip_prefix('*').unwrap_or(line);
+            let colon = line.bytes().take(16).position(|b| b == b':')?;
+            let key = line[..colon].trim_end_matches(['*', ' ', '\u{a0}', '\u{202f}']);
+            if !keys.iter().any(|k| key_matches(key, k)) {
+                return None;
+            }
+            let rest = &line[colon + 1..];
+            Some(rest.strip_prefix('*').unwrap_or(rest).trim())
+        }
+        let lines: Vec<&str> = body.lines().map(strip_quoting).collect();
+        let mut found = None;
+        for (i, line) in lines.iter().enumerate() {
+            let Some(from) = header_value_any(line, FROM_KEYS) else {
+                continue;
+            };
+            let mut block = ForwardedHeader {
+                from: from.to_owned(),
+                ..Default::default()
+            };
+            for next in lines.iter().skip(i + 1).take(BLOCK_SPAN) {
+                if let Some(v) = header_value_any(next, SUBJECT_KEYS) {
+                    block.subject = v.to_owned();
+                } else if let Some(v) = header_value_any(next, DATE_KEYS) {
+                    block.date = v.to_owned();
+                } else if header_value_any(next, FROM_KEYS).is_some() {
+                    break;
+                }
+            }
+            if !block.subject.is_empty() && !block.date.is_empty() {
+                found = Some(block);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn blocks_are_found_as_reading_line_by_line_finds_them() {
+        let mut bodies = Vec::new();
+        for (_, raw) in crate::parse::tests::fixture_emails() {
+            if let Ok(email) = crate::message::Email::parse(&raw) {
+                bodies.extend(email.text.clone());
+                bodies.extend(email.html_text.clone());
+                if let Some(super::super::Original::Attached(inner)) = email.original {
+                    bodies.extend(inner.body_text().map(str::to_owned));
+                }
+            }
+        }
+        let fixture_bodies = bodies.len();
+        // Random bodies of block lines in every language and form, lines that only look like
+        // them, and filler, so that blocks fall inside, at and past their span.
+        let lines = [
+            "From: Venmo <venmo@venmo.com>",
+            "> *From:* a@b.c",
+            "Von: PayPal <service@paypal.de>",
+            "De\u{a0}: Cash App <cash@square.com>",
+            "Subject: Jane paid you $5.00",
+            "*Betreff:* Zahlung",
+            "Objet : x",
+            "Subject:",
+            "Date: Fri, Mar 1, 2024 at 3:04 PM",
+            "Sent: Friday, March 1, 2024 3:04 PM",
+            "Enviado el: viernes",
+            "DATUM: 12. September",
+            "To: me@x.com",
+            "Amount: $5.00",
+            "Description: a@b.c",
+            "A very long key indeed: From",
+            "",
+            "> ",
+            "plain words",
+            "\u{212a}ey: x",
+        ];
+        let mut state = 0x666f_7277_6172_6421u64;
+        for _ in 0..20_000 {
+            state = crate::test_rng::xorshift64(state);
+            let count = state % 24;
+            let mut body = String::new();
+            for k in 0..count {
+                state = crate::test_rng::xorshift64(state);
+                body.push_str(lines[(state % lines.len() as u64) as usize]);
+                body.push_str(if k % 5 == 4 { "\r\n" } else { "\n" });
+            }
+            bodies.push(body);
+        }
+        let mut found = 0;
+        for body in &bodies {
+            let expected = find_forwarded_header_line_by_line(body);
+            found += usize::from(expected.is_some());
+            assert_eq!(find_forwarded_header(body), expected, "{body:?}");
+        }
+        assert!(fixture_bodies > 100, "{fixture_bodies}");
+        assert!(found > 2_000, "{found}");
     }
 
     #[test]

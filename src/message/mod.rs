@@ -7,7 +7,7 @@ pub mod webhook;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-pub use email::{Email, EmailError, EmailOptions, Envelope, Original};
+pub use email::{Email, EmailError, EmailOptions, Envelope, HeadersNeeded, Original};
 pub use webhook::{Webhook, WebhookError};
 
 /// When a message was sent. Forwarding clients often print a local time with no zone.

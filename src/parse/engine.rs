@@ -112,6 +112,21 @@ impl Plugin for RuleSet {
         self.kind == Kind::Email && self.reads(Source::Text)
     }
 
+    fn headers_read(&self) -> Option<Vec<String>> {
+        if self.kind != Kind::Email {
+            return Some(Vec::new());
+        }
+        let names = self.finders().filter_map(|f| match &f.test {
+            Test::Regex {
+                source: Source::Header,
+                header,
+                ..
+            } => header.clone(),
+            _ => None,
+        });
+        Some(names.collect())
+    }
+
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
         self.verify.as_ref()
     }
@@ -146,8 +161,13 @@ impl Plugin for RuleSet {
 impl RuleSet {
     /// Whether any finder (negated ones included) reads `source`.
     pub fn reads(&self, source: Source) -> bool {
-        let finders = self
-            .ignore
+        self.finders()
+            .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
+    }
+
+    /// Every finder: ignore rules', shared optional ones, templates' and the fetch's.
+    fn finders(&self) -> impl Iterator<Item = &Finder> {
+        self.ignore
             .iter()
             .flat_map(|rule| &rule.when)
             .chain(&self.optional)
@@ -156,10 +176,7 @@ impl RuleSet {
                     .iter()
                     .flat_map(|t| t.require.iter().chain(&t.optional)),
             )
-            .chain(self.fetch.iter().flat_map(|f| &f.when));
-        finders
-            .into_iter()
-            .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
+            .chain(self.fetch.iter().flat_map(|f| &f.when))
     }
 
     fn apply(&self, input: &Input<'_>, sent: Option<MessageTime>) -> Outcome {

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub use engine::EmailView;
 pub use rules::{Kind, RuleError, RuleSet};
 
-use crate::message::{Email, EmailOptions, Original, Webhook};
+use crate::message::{Email, EmailOptions, HeadersNeeded, Original, Webhook};
 use crate::transaction::Transaction;
 
 /// A parser plugin. Rule files implement it (`RuleSet`); a format that rules cannot express can
@@ -28,6 +28,12 @@ pub trait Plugin: Send + Sync {
     /// the registry skips decoding that part in mail that has HTML. Assume it does unless sure.
     fn reads_text(&self) -> bool {
         true
+    }
+    /// The headers (lowercase names) `parse_email` reads from `EmailView::headers`, or `None`
+    /// when it may read any. The registry decodes only the headers some plugin reads (and the
+    /// envelope's). Assume any unless sure.
+    fn headers_read(&self) -> Option<Vec<String>> {
+        None
     }
     /// How a webhook plugin's requests prove their origin, as its rule file declares it.
     fn verify(&self) -> Option<&crate::settings::VerifyParams> {
@@ -130,8 +136,11 @@ pub enum LoadError {
 /// All plugins, in the order they are tried: by id, built-in ones overridden by same-named files.
 pub struct Registry {
     plugins: Vec<Box<dyn Plugin>>,
-    /// How `parse_email` parses: only the parts some plugin reads.
-    email_options: EmailOptions,
+    /// Whether some plugin reads `EmailView::text` (`EmailOptions::text_needed`).
+    text_needed: bool,
+    /// Every header some plugin reads (lowercase, sorted, once each), or `None` when a plugin
+    /// may read any (`EmailOptions::headers`).
+    headers_read: Option<Vec<String>>,
 }
 
 impl Registry {
@@ -164,14 +173,10 @@ impl Registry {
             }
         }
         if errors.is_empty() {
-            let email_options = EmailOptions {
-                text_needed: plugins.iter().any(|p| p.reads_text()),
-                // Looked for in `parse_email` only when no plugin claims the outer sender.
-                quoted_original: false,
-            };
             Ok(Registry {
+                text_needed: plugins.iter().any(|p| p.reads_text()),
+                headers_read: headers_read_by_any(&plugins),
                 plugins,
-                email_options,
             })
         } else {
             Err(LoadError::Rules(errors))
@@ -189,9 +194,22 @@ impl Registry {
             .map(|p| p.as_ref())
     }
 
+    /// How `parse_email` parses: only the parts some plugin reads.
+    fn email_options(&self) -> EmailOptions<'_> {
+        EmailOptions {
+            text_needed: self.text_needed,
+            // Looked for in `parse_email` only when no plugin claims the outer sender.
+            quoted_original: false,
+            headers: match &self.headers_read {
+                Some(names) => HeadersNeeded::Named(names),
+                None => HeadersNeeded::All,
+            },
+        }
+    }
+
     /// Parses raw RFC 822 bytes. Never fails: unreadable input is an `error` outcome.
     pub fn parse_email(&self, raw: &[u8]) -> Outcome {
-        match Email::parse_with(raw, self.email_options) {
+        match Email::parse_with(raw, self.email_options()) {
             Ok(mut email) => {
                 // A quoted forward matters only when no plugin claims the outer sender, as in
                 // `parse_parsed_email`; only then is the body searched for one.
@@ -296,6 +314,17 @@ impl Registry {
     }
 }
 
+/// Every header one of `plugins` reads (sorted, once each), or `None` when one may read any.
+fn headers_read_by_any(plugins: &[Box<dyn Plugin>]) -> Option<Vec<String>> {
+    let mut all = Vec::new();
+    for plugin in plugins {
+        all.extend(plugin.headers_read()?);
+    }
+    all.sort_unstable();
+    all.dedup();
+    Some(all)
+}
+
 fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError> {
     let folder_err = |source| LoadError::Folder {
         path: folder.to_owned(),
@@ -331,12 +360,12 @@ fn read_folder(folder: &Path) -> Result<Vec<(String, String, String)>, LoadError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Every `.eml` under `fixtures/`.
     /// Every fixture email (`fixtures/*/*.eml`) with its bytes, in path order.
-    pub(super) fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
+    pub(crate) fn fixture_emails() -> Vec<(PathBuf, Vec<u8>)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut out = Vec::new();
         for dir in std::fs::read_dir(&root).unwrap() {
@@ -359,8 +388,8 @@ mod tests {
     #[test]
     fn text_part_is_needed_only_when_a_loaded_plugin_reads_it() {
         let builtin = Registry::load(None).unwrap();
-        assert!(!builtin.email_options.text_needed);
-        assert!(!builtin.email_options.quoted_original);
+        assert!(!builtin.text_needed);
+        assert!(!builtin.email_options().quoted_original);
         let reads_text = rules::compile(
             "t.toml",
             "t",
@@ -413,24 +442,190 @@ require = [{ in = "text", regex = 'plain paid (?P<amount>\S+)' }]
         let registry = Registry::load(Some(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
         let registry = registry.unwrap();
-        assert!(registry.email_options.text_needed);
+        assert!(registry.text_needed);
         let raw = b"From: pay@example.com\r\nSubject: hi\r\nDate: Fri, 01 Mar 2024 23:30:00 +0000\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain paid $5.00\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>html paid $6.00</p>\r\n--b--\r\n";
         let outcome = registry.parse_email(raw);
         assert_eq!(outcome.status, Status::Parsed, "{outcome:?}");
         assert_eq!(outcome.transactions[0].amount.as_str(), "5.00");
     }
 
+    /// The built-in plugins and one rule file `{id}.toml` holding `text`, loaded from a folder
+    /// as the service loads them.
+    fn registry_with(id: &str, text: &str) -> Registry {
+        let dir = std::env::temp_dir().join(format!("lm-ingest-{id}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+        let registry = Registry::load(Some(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        registry.unwrap()
+    }
+
+    /// Reads `header:x-custom` in a template and `header:X-Reason` (any case) in an ignore rule.
+    const READS_CUSTOM_HEADERS: &str = r#"
+kind = "email"
+[claim]
+senders = ["pay@example.com"]
+[[ignore]]
+reason = "{why}"
+when = [{ in = "header:X-Reason", regex = '(?P<why>.+)' }]
+[[template]]
+name = "t"
+require = [{ in = "header:x-custom", regex = 'paid (?P<amount>\S+)' }]
+"#;
+
+    /// `email` with only the headers `needed` keeps, here and in an attached original: what a
+    /// parse with `needed` must give.
+    fn only_headers(mut email: Email, needed: HeadersNeeded<'_>) -> Email {
+        email.headers.retain(|(name, _)| needed.includes(name));
+        if let Some(Original::Attached(inner)) = email.original {
+            email.original = Some(Original::Attached(Box::new(only_headers(*inner, needed))));
+        }
+        email
+    }
+
     #[test]
     fn lean_parse_gives_the_outcomes_of_a_full_parse_on_every_fixture() {
-        let registry = Registry::load(None).unwrap();
+        let builtin = Registry::load(None).unwrap();
+        let custom = registry_with("custom", READS_CUSTOM_HEADERS);
         let emails = fixture_emails();
         assert!(emails.len() >= 20, "{} fixtures", emails.len());
-        for (path, raw) in emails {
-            let full = match Email::parse(&raw) {
-                Ok(email) => registry.parse_parsed_email(&email),
-                Err(e) => Outcome::error(None, e.to_string()),
-            };
-            assert_eq!(registry.parse_email(&raw), full, "{}", path.display());
+        let mut headers_left_out = 0;
+        for registry in [&builtin, &custom] {
+            let needed = registry.email_options().headers;
+            assert!(matches!(needed, HeadersNeeded::Named(_)), "{needed:?}");
+            for (path, raw) in &emails {
+                let parsed = Email::parse(raw);
+                let full = match &parsed {
+                    Ok(email) => registry.parse_parsed_email(email),
+                    Err(e) => Outcome::error(None, e.to_string()),
+                };
+                assert_eq!(registry.parse_email(raw), full, "{}", path.display());
+                // Leaving headers out changes nothing else, in the attached original too.
+                let only_needed = EmailOptions {
+                    headers: needed,
+                    ..EmailOptions::default()
+                };
+                let lean = Email::parse_with(raw, only_needed);
+                if let (Ok(full), Ok(lean)) = (&parsed, &lean) {
+                    headers_left_out += full.headers.len() - lean.headers.len();
+                }
+                assert_eq!(
+                    lean,
+                    parsed.map(|full| only_headers(full, needed)),
+                    "{}",
+                    path.display()
+                );
+            }
         }
+        assert!(headers_left_out > emails.len(), "{headers_left_out}");
+    }
+
+    #[test]
+    fn headers_read_are_every_header_a_finder_names() {
+        let builtin = Registry::load(None).unwrap();
+        assert_eq!(
+            builtin.headers_read.as_deref(),
+            Some(&["list-unsubscribe".to_owned()][..])
+        );
+        let custom = registry_with("custom", READS_CUSTOM_HEADERS);
+        assert_eq!(
+            custom.headers_read.as_deref(),
+            Some(&["list-unsubscribe", "x-custom", "x-reason"].map(str::to_owned)[..])
+        );
+        // Optional finders, shared and per template, negated ones, and webhook rules that read
+        // request headers (which are not email headers).
+        let optional = rules::compile(
+            "o.toml",
+            "o",
+            r#"
+kind = "email"
+optional = [{ in = "header:X-Shared", regex = '(?P<notes>.+)' }]
+[claim]
+senders = ["pay@example.com"]
+[[template]]
+name = "t"
+require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }, { in = "header:X-Not", regex = 'x', negate = true }]
+optional = [{ in = "header:x-template", regex = '(?P<payee>.+)' }]
+"#,
+        )
+        .unwrap();
+        let mut read = optional.headers_read().unwrap();
+        read.sort();
+        assert_eq!(read, ["x-not", "x-shared", "x-template"]);
+        let webhook = rules::compile(
+            "w.toml",
+            "w",
+            r#"
+kind = "webhook"
+[[template]]
+name = "t"
+require = [{ pointer = "/amount", capture = "amount" }, { in = "header:x-event", regex = 'paid' }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(webhook.headers_read(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_plugin_that_may_read_any_header_gets_them_all() {
+        /// A plugin written in Rust that says nothing about the headers it reads.
+        struct InRust;
+        impl Plugin for InRust {
+            fn id(&self) -> &str {
+                "in-rust"
+            }
+            fn kind(&self) -> Kind {
+                Kind::Email
+            }
+            fn claims(&self, _: &str, _: &str) -> bool {
+                false
+            }
+            fn parse_email(&self, _: &EmailView<'_>) -> Outcome {
+                Outcome::unmatched(Some("in-rust"), "")
+            }
+            fn parse_webhook(&self, _: &Webhook) -> Outcome {
+                Outcome::unmatched(Some("in-rust"), "")
+            }
+        }
+        let rules = rules::compile("c.toml", "c", READS_CUSTOM_HEADERS).unwrap();
+        let rules_only: Vec<Box<dyn Plugin>> = vec![Box::new(rules.clone())];
+        assert_eq!(
+            headers_read_by_any(&rules_only),
+            Some(vec!["x-custom".to_owned(), "x-reason".to_owned()])
+        );
+        let with_rust: Vec<Box<dyn Plugin>> = vec![Box::new(rules), Box::new(InRust)];
+        assert_eq!(headers_read_by_any(&with_rust), None);
+        let registry = Registry {
+            headers_read: headers_read_by_any(&with_rust),
+            text_needed: true,
+            plugins: with_rust,
+        };
+        assert_eq!(registry.email_options().headers, HeadersNeeded::All);
+    }
+
+    #[test]
+    fn a_plugin_reading_a_header_gets_it_from_a_lean_parse() {
+        let registry = registry_with("custom", READS_CUSTOM_HEADERS);
+        // Headers the plugin reads, in any case, among ones no plugin reads.
+        let raw = b"Received: from mx.example.com\r\nDKIM-Signature: v=1; a=rsa-sha256; d=example.com\r\nFrom: pay@example.com\r\nX-CUSTOM: paid\r\n  $5.00\r\nSubject: hi\r\nDate: Fri, 01 Mar 2024 23:30:00 +0000\r\nContent-Type: text/plain\r\n\r\nbody\r\n";
+        let outcome = registry.parse_email(raw);
+        assert_eq!(outcome.status, Status::Parsed, "{outcome:?}");
+        assert_eq!(outcome.transactions[0].amount.as_str(), "5.00");
+        let lean = Email::parse_with(raw, registry.email_options()).unwrap();
+        assert_eq!(
+            lean.headers,
+            [
+                ("from", "pay@example.com"),
+                ("x-custom", "paid $5.00"),
+                ("subject", "hi"),
+                ("date", "Fri, 01 Mar 2024 23:30:00 +0000"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // In an attached original, and in an ignore rule's reason.
+        let attached = b"From: me@example.com\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: message/rfc822\r\n\r\nFrom: pay@example.com\r\nX-Reason: a statement\r\nX-Custom: paid $5.00\r\nSubject: hi\r\n\r\nbody\r\n--z--\r\n";
+        let outcome = registry.parse_email(attached);
+        assert_eq!(outcome.status, Status::Ignored, "{outcome:?}");
+        assert_eq!(outcome.reason.as_deref(), Some("a statement"));
     }
 }
