@@ -146,8 +146,13 @@ impl Plugin for RuleSet {
 impl RuleSet {
     /// Whether any finder (negated ones included) reads `source`.
     pub fn reads(&self, source: Source) -> bool {
-        let finders = self
-            .ignore
+        self.finders()
+            .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
+    }
+
+    /// Every finder of the rule set: ignore rules, shared and per-template ones, fetch ones.
+    pub(crate) fn finders(&self) -> impl Iterator<Item = &Finder> {
+        self.ignore
             .iter()
             .flat_map(|rule| &rule.when)
             .chain(&self.optional)
@@ -156,10 +161,7 @@ impl RuleSet {
                     .iter()
                     .flat_map(|t| t.require.iter().chain(&t.optional)),
             )
-            .chain(self.fetch.iter().flat_map(|f| &f.when));
-        finders
-            .into_iter()
-            .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
+            .chain(self.fetch.iter().flat_map(|f| &f.when))
     }
 
     fn apply(&self, input: &Input<'_>, sent: Option<MessageTime>) -> Outcome {
@@ -390,6 +392,7 @@ fn test<'r, 'h>(
             header,
             regex,
             required,
+            line_start,
         } => {
             let haystack: &'h str = match (input, source) {
                 (Input::Email(v, _), Source::Subject) => v.subject,
@@ -412,18 +415,25 @@ fn test<'r, 'h>(
                 return false;
             }
             let Some(captures) = captures else {
-                return regex.is_match(haystack);
+                return match line_start {
+                    Some(line_start) => line_start.is_match(haystack),
+                    None => regex.is_match(haystack),
+                };
             };
-            let Some(found) = regex.captures(haystack) else {
-                return false;
-            };
-            // By group index: looking a group up by name hashes the name.
-            for (i, name) in regex.capture_names().enumerate() {
-                if let (Some(name), Some(m)) = (name, found.get(i)) {
-                    let value = normalized(m.as_str());
-                    if !value.is_empty() {
-                        captures.insert(name, value);
-                    }
+            match line_start {
+                Some(line_start) => {
+                    let Some(found) = line_start.captures(haystack) else {
+                        return false;
+                    };
+                    add_groups(regex, haystack, captures, |i| {
+                        found.get_group(i).map(|span| span.range())
+                    });
+                }
+                None => {
+                    let Some(found) = regex.captures(haystack) else {
+                        return false;
+                    };
+                    add_groups(regex, haystack, captures, |i| found.get(i).map(|m| m.range()));
                 }
             }
             true
@@ -471,6 +481,24 @@ fn test<'r, 'h>(
                 }
             }
             true
+        }
+    }
+}
+
+/// Adds the named groups of a match, given each group's place by index (looking a group up by
+/// name hashes the name), trimmed and with whitespace collapsed; empty ones are left out.
+fn add_groups<'r, 'h>(
+    regex: &'r regex::Regex,
+    haystack: &'h str,
+    captures: &mut Captures<'r, 'h>,
+    group: impl Fn(usize) -> Option<std::ops::Range<usize>>,
+) {
+    for (i, name) in regex.capture_names().enumerate() {
+        if let (Some(name), Some(range)) = (name, group(i)) {
+            let value = normalized(&haystack[range]);
+            if !value.is_empty() {
+                captures.insert(name, value);
+            }
         }
     }
 }

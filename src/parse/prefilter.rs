@@ -5,7 +5,10 @@
 //! body finder that cannot match was scanned in full by its DFA on every email.
 
 use memchr::memmem;
-use regex_syntax::hir::{Hir, HirKind};
+use regex_automata::util::captures::Captures;
+use regex_automata::{meta, Anchored, Input};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{Hir, HirKind, Look};
 
 /// At most this many groups are checked; the heaviest first.
 const MAX_GROUPS: usize = 3;
@@ -52,6 +55,130 @@ impl Required {
                 .iter()
                 .any(|lit| lit.find(haystack.as_bytes()).is_some())
         })
+    }
+}
+
+/// At most this many line-start literals are searched for; more is not worth it.
+const MAX_LINE_PREFIXES: usize = 4;
+
+/// Where a match of a regex that begins with a multi-line `^` and a literal (`(?m)^Date`,
+/// `(?m)^(?:- |\+ )\$`) can start: at 0 or just after a `\n`, on one of the literals. `regex`
+/// does not use such a literal to skip ahead (its DFA scans the whole body from the start, and
+/// even from a later start it costs several times an anchored search), so the places where a
+/// line starts with one of the literals are found with `memmem`, and the regex is run anchored
+/// at each in turn. The first that matches gives the leftmost-first match: no match starts at
+/// a place in between, and an anchored search reads the text before it for `^` and `\b`.
+#[derive(Debug, Clone)]
+pub struct LineStart {
+    /// Each literal as it may open the haystack, and `\n` + literal for later lines.
+    prefixes: Vec<(Vec<u8>, memmem::Finder<'static>)>,
+    /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
+    regex: meta::Regex,
+}
+
+impl LineStart {
+    /// The line-start literals of `pattern`; `None` when it does not begin with a multi-line
+    /// `^` (in LF mode) followed by a small, finite set of non-empty literal prefixes.
+    pub fn of(pattern: &str, size_limit: usize) -> Option<LineStart> {
+        let hir = regex_syntax::parse(pattern).ok()?;
+        let rest = after_line_start(&hir)?;
+        let mut extractor = Extractor::new();
+        extractor.kind(ExtractKind::Prefix);
+        let seq = extractor.extract(&rest);
+        let mut literals: Vec<&[u8]> = seq.literals()?.iter().map(|l| l.as_bytes()).collect();
+        // A literal that starts with another one adds no place to start from.
+        literals.sort();
+        literals.dedup_by(|longer, shorter| longer.starts_with(shorter));
+        if literals.is_empty()
+            || literals.len() > MAX_LINE_PREFIXES
+            || literals.iter().any(|lit| lit.is_empty())
+        {
+            return None;
+        }
+        let prefixes = literals
+            .into_iter()
+            .map(|lit| {
+                let after_newline = [b"\n".as_slice(), lit].concat();
+                let finder = memmem::Finder::new(&after_newline).into_owned();
+                (lit.to_vec(), finder)
+            })
+            .collect();
+        // `regex::RegexBuilder`'s defaults: leftmost-first, empty matches on char boundaries.
+        let regex = meta::Regex::builder()
+            .configure(
+                meta::Regex::config()
+                    .nfa_size_limit(Some(size_limit))
+                    .utf8_empty(true),
+            )
+            .build(pattern)
+            .ok()?;
+        Some(LineStart { prefixes, regex })
+    }
+
+    /// The first place at or after `from` where a line starts with one of the literals.
+    fn next(&self, haystack: &[u8], from: usize) -> Option<usize> {
+        let mut first: Option<usize> = None;
+        for (lit, after_newline) in &self.prefixes {
+            if from == 0 && haystack.starts_with(lit) {
+                return Some(0);
+            }
+            // A `\n` at `from - 1` or later; later literals need only be looked for before the
+            // earliest place found so far.
+            let begin = from.saturating_sub(1);
+            let end = first.map_or(haystack.len(), |p| (p + lit.len()).min(haystack.len()));
+            if begin >= end {
+                continue;
+            }
+            if let Some(i) = after_newline.find(&haystack[begin..end]) {
+                let at = begin + i + 1;
+                first = Some(first.map_or(at, |p| p.min(at)));
+            }
+        }
+        first
+    }
+
+    /// Whether the regex matches `haystack` (as `Regex::is_match`).
+    pub fn is_match(&self, haystack: &str) -> bool {
+        let mut from = 0;
+        while let Some(at) = self.next(haystack.as_bytes(), from) {
+            let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
+            if self.regex.is_match(input) {
+                return true;
+            }
+            from = at + 1;
+        }
+        false
+    }
+
+    /// The leftmost-first match's groups (as `Regex::captures`), by group index.
+    pub fn captures(&self, haystack: &str) -> Option<Captures> {
+        let mut captures = self.regex.create_captures();
+        let mut from = 0;
+        while let Some(at) = self.next(haystack.as_bytes(), from) {
+            let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
+            self.regex.search_captures(&input, &mut captures);
+            if captures.is_match() {
+                return Some(captures);
+            }
+            from = at + 1;
+        }
+        None
+    }
+}
+
+/// What follows a leading multi-line `^` (through captures and concatenations); `None` when
+/// the pattern does not start with one.
+fn after_line_start(hir: &Hir) -> Option<Hir> {
+    match hir.kind() {
+        HirKind::Look(Look::StartLF) => Some(Hir::empty()),
+        HirKind::Capture(capture) => after_line_start(&capture.sub),
+        HirKind::Concat(parts) => {
+            let (head, tail) = parts.split_first()?;
+            let mut rest = vec![after_line_start(head)?];
+            rest.extend(tail.iter().cloned());
+            Some(Hir::concat(rest))
+        }
+        _ => None,
     }
 }
 
@@ -173,5 +300,144 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn line_start_literals_come_only_from_a_leading_multi_line_caret() {
+        let prefixes = |pattern: &str| {
+            LineStart::of(pattern, 4 << 20).map(|l| {
+                let mut all: Vec<String> = l
+                    .prefixes
+                    .iter()
+                    .map(|(lit, _)| String::from_utf8(lit.clone()).unwrap())
+                    .collect();
+                all.sort();
+                all
+            })
+        };
+        assert_eq!(prefixes(r"(?m)^Date:?\s*(?P<d>\d+)$"), Some(vec!["Date".into()]));
+        assert_eq!(
+            prefixes(r"(?m)^(?P<signed>[-+] \$[\d,]+\.\d{2})$"),
+            Some(vec!["+ $".into(), "- $".into()])
+        );
+        assert_eq!(prefixes(r"(?m)^\$\s*\d"), Some(vec!["$".into()]));
+        assert_eq!(prefixes(r"(?m)(?:)^ab"), Some(vec!["ab".into()]));
+        // No leading `^`, a `^` for the whole text, CRLF mode, a prefix that may be empty,
+        // a branch without a literal, too many alternatives.
+        for pattern in [
+            r"Date",
+            r"^Date",
+            r"(?Rm)^Date",
+            r"(?m)^\s*Date",
+            r"(?m)^(?:You paid .+|.+ paid You)",
+            r"(?m)^(?:a|b|c|d|e)x",
+            r"(?m)x^Date",
+            r"(?m)^(?:Date)?\s",
+        ] {
+            assert_eq!(prefixes(pattern), None, "{pattern}");
+        }
+    }
+
+    /// Every group of a match, by position.
+    fn spans(captures: Option<regex::Captures<'_>>) -> Option<Vec<Option<(usize, usize)>>> {
+        captures.map(|c| c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect())
+    }
+
+    /// Anchored searches at the line starts `LineStart` finds give what a plain search gives
+    /// (the same groups at the same places, the same answer to `is_match`), for every
+    /// line-start regex of every built-in rule file and synthetic ones, over every fixture body,
+    /// subject and text part, and random text built from those texts' lines and the patterns'
+    /// literals.
+    #[test]
+    fn a_search_from_the_first_line_start_finds_the_same_match() {
+        let mut patterns: Vec<String> = [
+            r"(?m)^ab",
+            r"(?m)^(?:ab|a)c?",
+            r"(?m)^(?P<x>ab|cd)\b",
+            r"(?m)^a(?:b|\n)*$",
+            r"(?m)^\$\s*(?P<n>\d+)\s*$",
+            r"(?m)^(?:- |\+ )\$",
+            r"(?m)^Date\n\n",
+            r"(?m)^é(?P<x>.*)",
+            r"(?m)^ab\b",
+            r"(?m)^a\w*c$",
+            r"(?m)^\$\d+\.\d{2}\n(?P<line>.+)\nab",
+            r"(?m)^(?:Date|ab|b)(?P<rest>\s*.{0,4})$",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for (id, text) in crate::parse::builtin::EMBEDDED {
+            let rules = crate::parse::rules::compile("t", id, text).unwrap();
+            patterns.extend(rules.finders().filter_map(|f| match &f.test {
+                crate::parse::rules::Test::Regex { regex, .. } => Some(regex.as_str().to_owned()),
+                crate::parse::rules::Test::Pointer { .. } => None,
+            }));
+        }
+        let compiled: Vec<_> = patterns
+            .iter()
+            .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), LineStart::of(p, 4 << 20)?)))
+            .collect();
+        assert!(compiled.len() >= 20, "{} patterns", compiled.len());
+        eprintln!("{} patterns", compiled.len());
+
+        let mut texts = Vec::new();
+        for (_, raw) in crate::parse::tests::fixture_emails() {
+            if let Ok(email) = crate::message::Email::parse(&raw) {
+                texts.extend(email.body_text().map(str::to_owned));
+                texts.extend(email.text.clone());
+                texts.push(email.envelope.subject.clone());
+            }
+        }
+        let mut pieces: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.lines().take(40).map(str::to_owned))
+            .collect();
+        for (_, _, line_start) in &compiled {
+            for (lit, _) in &line_start.prefixes {
+                pieces.push(String::from_utf8_lossy(lit).into_owned());
+            }
+        }
+        pieces.extend(
+            [
+                "\n", "\n", "\n", " ", "$", "12.50", "1,234", ".", "Mar 1, 2024", "a", "b", "c", "é",
+                "ab", "abc", "$1.00",
+            ]
+                .map(str::to_owned),
+        );
+        let mut haystacks = texts.clone();
+        let mut state = 0x11e5_7a27_0f11_e5ed_u64;
+        for _ in 0..40_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut haystack = String::new();
+            for _ in 0..(state % 10) {
+                state = crate::test_rng::xorshift64(state);
+                haystack.push_str(&pieces[(state % pieces.len() as u64) as usize]);
+                if (state >> 40) % 3 == 0 {
+                    haystack.push('\n');
+                }
+            }
+            haystacks.push(haystack);
+        }
+
+        let mut matched = 0;
+        for haystack in &haystacks {
+            for (pattern, regex, line_start) in &compiled {
+                let expected = spans(regex.captures(haystack));
+                assert_eq!(
+                    line_start.is_match(haystack),
+                    expected.is_some(),
+                    "{pattern:?} {haystack:?}"
+                );
+                let found = line_start.captures(haystack).map(|c| {
+                    (0..c.group_len())
+                        .map(|i| c.get_group(i).map(|s| (s.start, s.end)))
+                        .collect::<Vec<_>>()
+                });
+                assert_eq!(found, expected, "{pattern:?} {haystack:?}");
+                matched += usize::from(expected.is_some());
+            }
+        }
+        assert!(matched > 5_000, "{matched} matches");
+        eprintln!("{matched} matches");
     }
 }

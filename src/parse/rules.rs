@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::prefilter::Required;
+use super::prefilter::{LineStart, Required};
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -240,6 +240,8 @@ pub enum Test {
         regex: Regex,
         /// Literals the regex cannot match without; checked first on long sources.
         required: Required,
+        /// Where a match can start, for a regex that begins with `(?m)^` and a literal.
+        line_start: Option<LineStart>,
     },
     /// A JSON pointer into a webhook body, with an optional test and capture.
     Pointer {
@@ -372,6 +374,9 @@ pub struct Fetch {
     /// All must match for a fetch; events that match no `when` (a ping) are parsed as they are.
     pub when: Vec<Finder>,
 }
+
+/// Bounded so a hostile or careless rule cannot make compilation itself a memory hog.
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
 /// Date formats tried when a rule file names none.
 pub const DEFAULT_DATE_FORMATS: &[&str] = &[
@@ -683,9 +688,8 @@ impl Compiler<'_> {
     }
 
     fn regex(&mut self, path: &str, pattern: &str) -> Option<Regex> {
-        // Bounded so a hostile or careless rule cannot make compilation itself a memory hog.
         match regex::RegexBuilder::new(pattern)
-            .size_limit(4 << 20)
+            .size_limit(REGEX_SIZE_LIMIT)
             .build()
         {
             Ok(re) => Some(re),
@@ -765,6 +769,7 @@ impl Compiler<'_> {
                     header,
                     regex,
                     required: Required::of(pattern),
+                    line_start: LineStart::of(pattern, REGEX_SIZE_LIMIT),
                 })
             }
             (None, Some(pointer)) => {
