@@ -392,7 +392,7 @@ fn test<'r, 'h>(
             header,
             regex,
             required,
-            line_start,
+            starts,
         } => {
             let haystack: &'h str = match (input, source) {
                 (Input::Email(v, _), Source::Subject) => v.subject,
@@ -415,14 +415,14 @@ fn test<'r, 'h>(
                 return false;
             }
             let Some(captures) = captures else {
-                return match line_start {
-                    Some(line_start) => line_start.is_match(haystack),
+                return match starts {
+                    Some(starts) => starts.is_match(haystack),
                     None => regex.is_match(haystack),
                 };
             };
-            match line_start {
-                Some(line_start) => {
-                    let Some(found) = line_start.captures(haystack) else {
+            match starts {
+                Some(starts) => {
+                    let Some(found) = starts.captures(haystack) else {
                         return false;
                     };
                     add_groups(regex, haystack, captures, |i| {
@@ -433,7 +433,9 @@ fn test<'r, 'h>(
                     let Some(found) = regex.captures(haystack) else {
                         return false;
                     };
-                    add_groups(regex, haystack, captures, |i| found.get(i).map(|m| m.range()));
+                    add_groups(regex, haystack, captures, |i| {
+                        found.get(i).map(|m| m.range())
+                    });
                 }
             }
             true

@@ -58,30 +58,40 @@ impl Required {
     }
 }
 
-/// At most this many line-start literals are searched for; more is not worth it.
-const MAX_LINE_PREFIXES: usize = 4;
+/// At most this many start literals are searched for; more is not worth it.
+const MAX_START_LITERALS: usize = 4;
+/// Outside line starts, shorter literals are too common for an anchored search at each.
+const MIN_START_LITERAL: usize = 3;
 
-/// Where a match of a regex that begins with a multi-line `^` and a literal (`(?m)^Date`,
-/// `(?m)^(?:- |\+ )\$`) can start: at 0 or just after a `\n`, on one of the literals. `regex`
-/// does not use such a literal to skip ahead (its DFA scans the whole body from the start, and
-/// even from a later start it costs several times an anchored search), so the places where a
-/// line starts with one of the literals are found with `memmem`, and the regex is run anchored
-/// at each in turn. The first that matches gives the leftmost-first match: no match starts at
-/// a place in between, and an anchored search reads the text before it for `^` and `\b`.
+/// Where a match of a regex that begins with one of a few literals can start: at each place
+/// one of them occurs (`Payment ID:?\s*...`), or, when a multi-line `^` comes first
+/// (`(?m)^Date`, `(?m)^(?:- |\+ )\$`), at each line that starts with one. `regex` does not
+/// use a line-start literal to skip ahead (its DFA scans the whole body from the start), and
+/// for a literal it does skip to, its search costs several times an anchored search there.
+/// So those places are found with `memmem`, and the regex is run anchored at each in turn.
+/// The first that matches gives the leftmost-first match: no match starts at a place in
+/// between, and an anchored search reads the text before it for `^` and `\b`.
 #[derive(Debug, Clone)]
-pub struct LineStart {
-    /// Each literal as it may open the haystack, and `\n` + literal for later lines.
-    prefixes: Vec<(Vec<u8>, memmem::Finder<'static>)>,
+pub struct Starts {
+    /// Each literal, and what is searched for: the literal, or `\n` + literal at line starts.
+    literals: Vec<(Vec<u8>, memmem::Finder<'static>)>,
+    /// Matches start at 0 or after a `\n` only.
+    line_start: bool,
     /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
     regex: meta::Regex,
 }
 
-impl LineStart {
-    /// The line-start literals of `pattern`; `None` when it does not begin with a multi-line
-    /// `^` (in LF mode) followed by a small, finite set of non-empty literal prefixes.
-    pub fn of(pattern: &str, size_limit: usize) -> Option<LineStart> {
+impl Starts {
+    /// The start literals of `pattern`; `None` unless every match begins with one of a small
+    /// set of non-empty literals, after a multi-line `^` (in LF mode) or with nothing before.
+    pub fn of(pattern: &str, size_limit: usize) -> Option<Starts> {
         let hir = regex_syntax::parse(pattern).ok()?;
-        let rest = after_line_start(&hir)?;
+        let (line_start, rest) = match after_line_start(&hir) {
+            Some(rest) => (true, rest),
+            // An anchored pattern is searched at 0 only; `regex` does that already.
+            None if hir.properties().look_set_prefix().contains(Look::Start) => return None,
+            None => (false, hir),
+        };
         let mut extractor = Extractor::new();
         extractor.kind(ExtractKind::Prefix);
         let seq = extractor.extract(&rest);
@@ -89,18 +99,22 @@ impl LineStart {
         // A literal that starts with another one adds no place to start from.
         literals.sort();
         literals.dedup_by(|longer, shorter| longer.starts_with(shorter));
+        let shortest = if line_start { 1 } else { MIN_START_LITERAL };
         if literals.is_empty()
-            || literals.len() > MAX_LINE_PREFIXES
-            || literals.iter().any(|lit| lit.is_empty())
+            || literals.len() > MAX_START_LITERALS
+            || literals.iter().any(|lit| lit.len() < shortest)
         {
             return None;
         }
-        let prefixes = literals
+        let literals = literals
             .into_iter()
             .map(|lit| {
-                let after_newline = [b"\n".as_slice(), lit].concat();
-                let finder = memmem::Finder::new(&after_newline).into_owned();
-                (lit.to_vec(), finder)
+                let needle = if line_start {
+                    [b"\n".as_slice(), lit].concat()
+                } else {
+                    lit.to_vec()
+                };
+                (lit.to_vec(), memmem::Finder::new(&needle).into_owned())
             })
             .collect();
         // `regex::RegexBuilder`'s defaults: leftmost-first, empty matches on char boundaries.
@@ -112,25 +126,30 @@ impl LineStart {
             )
             .build(pattern)
             .ok()?;
-        Some(LineStart { prefixes, regex })
+        Some(Starts {
+            literals,
+            line_start,
+            regex,
+        })
     }
 
-    /// The first place at or after `from` where a line starts with one of the literals.
+    /// The first place at or after `from` where a match can start.
     fn next(&self, haystack: &[u8], from: usize) -> Option<usize> {
+        // A line-start needle begins with the `\n` before the place.
+        let offset = usize::from(self.line_start);
         let mut first: Option<usize> = None;
-        for (lit, after_newline) in &self.prefixes {
-            if from == 0 && haystack.starts_with(lit) {
+        for (lit, needle) in &self.literals {
+            if self.line_start && from == 0 && haystack.starts_with(lit) {
                 return Some(0);
             }
-            // A `\n` at `from - 1` or later; later literals need only be looked for before the
-            // earliest place found so far.
-            let begin = from.saturating_sub(1);
+            // Later literals need only be looked for up to the earliest place found so far.
+            let begin = from.saturating_sub(offset);
             let end = first.map_or(haystack.len(), |p| (p + lit.len()).min(haystack.len()));
             if begin >= end {
                 continue;
             }
-            if let Some(i) = after_newline.find(&haystack[begin..end]) {
-                let at = begin + i + 1;
+            if let Some(i) = needle.find(&haystack[begin..end]) {
+                let at = begin + i + offset;
                 first = Some(first.map_or(at, |p| p.min(at)));
             }
         }
@@ -303,38 +322,47 @@ mod tests {
     }
 
     #[test]
-    fn line_start_literals_come_only_from_a_leading_multi_line_caret() {
-        let prefixes = |pattern: &str| {
-            LineStart::of(pattern, 4 << 20).map(|l| {
-                let mut all: Vec<String> = l
-                    .prefixes
+    fn start_literals_come_only_from_the_start_of_every_match() {
+        let starts = |pattern: &str| {
+            Starts::of(pattern, 4 << 20).map(|s| {
+                let mut all: Vec<String> = s
+                    .literals
                     .iter()
                     .map(|(lit, _)| String::from_utf8(lit.clone()).unwrap())
                     .collect();
                 all.sort();
-                all
+                (s.line_start, all)
             })
         };
-        assert_eq!(prefixes(r"(?m)^Date:?\s*(?P<d>\d+)$"), Some(vec!["Date".into()]));
+        let at_lines = |lits: &[&str]| Some((true, lits.iter().map(|l| l.to_string()).collect()));
+        let anywhere = |lits: &[&str]| Some((false, lits.iter().map(|l| l.to_string()).collect()));
+        assert_eq!(starts(r"(?m)^Date:?\s*(?P<d>\d+)$"), at_lines(&["Date"]));
         assert_eq!(
-            prefixes(r"(?m)^(?P<signed>[-+] \$[\d,]+\.\d{2})$"),
-            Some(vec!["+ $".into(), "- $".into()])
+            starts(r"(?m)^(?P<signed>[-+] \$[\d,]+\.\d{2})$"),
+            at_lines(&["+ $", "- $"])
         );
-        assert_eq!(prefixes(r"(?m)^\$\s*\d"), Some(vec!["$".into()]));
-        assert_eq!(prefixes(r"(?m)(?:)^ab"), Some(vec!["ab".into()]));
-        // No leading `^`, a `^` for the whole text, CRLF mode, a prefix that may be empty,
-        // a branch without a literal, too many alternatives.
+        assert_eq!(starts(r"(?m)^\$\s*\d"), at_lines(&["$"]));
+        assert_eq!(starts(r"(?m)(?:)^ab"), at_lines(&["ab"]));
+        assert_eq!(starts(r"(?m)^(?:Date)?x"), at_lines(&["Datex", "x"]));
+        assert_eq!(
+            starts(r"Payment ID:?\s*(?P<id>\d+)"),
+            anywhere(&["Payment ID"])
+        );
+        assert_eq!(starts(r"(?P<x>abc|abcd|xyz)\d"), anywhere(&["abc", "xyz"]));
+        // In CRLF mode `^` is not only after `\n`: the literal is searched for anywhere.
+        assert_eq!(starts(r"(?Rm)^Date"), anywhere(&["Date"]));
+        // A `^` for the whole text, a start that may be empty, a branch without a
+        // literal, too many alternatives, a literal too short to search
+        // for outside line starts.
         for pattern in [
-            r"Date",
             r"^Date",
-            r"(?Rm)^Date",
             r"(?m)^\s*Date",
             r"(?m)^(?:You paid .+|.+ paid You)",
             r"(?m)^(?:a|b|c|d|e)x",
-            r"(?m)x^Date",
             r"(?m)^(?:Date)?\s",
+            r"\$\d",
         ] {
-            assert_eq!(prefixes(pattern), None, "{pattern}");
+            assert_eq!(starts(pattern), None, "{pattern}");
         }
     }
 
@@ -343,13 +371,13 @@ mod tests {
         captures.map(|c| c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect())
     }
 
-    /// Anchored searches at the line starts `LineStart` finds give what a plain search gives
-    /// (the same groups at the same places, the same answer to `is_match`), for every
-    /// line-start regex of every built-in rule file and synthetic ones, over every fixture body,
+    /// Anchored searches at the places `Starts` finds give what a plain search gives (the same
+    /// groups at the same places, the same answer to `is_match`), for every regex with start
+    /// literals of every built-in rule file and synthetic ones, over every fixture body,
     /// subject and text part, and random text built from those texts' lines and the patterns'
     /// literals.
     #[test]
-    fn a_search_from_the_first_line_start_finds_the_same_match() {
+    fn anchored_searches_at_the_start_literals_find_the_same_match() {
         let mut patterns: Vec<String> = [
             r"(?m)^ab",
             r"(?m)^(?:ab|a)c?",
@@ -363,6 +391,9 @@ mod tests {
             r"(?m)^a\w*c$",
             r"(?m)^\$\d+\.\d{2}\n(?P<line>.+)\nab",
             r"(?m)^(?:Date|ab|b)(?P<rest>\s*.{0,4})$",
+            r"abc\b",
+            r"(?P<x>abc|1,234)(?P<y>\.\d+)?",
+            r"Mar (?P<day>\d+)\b",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -375,7 +406,7 @@ mod tests {
         }
         let compiled: Vec<_> = patterns
             .iter()
-            .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), LineStart::of(p, 4 << 20)?)))
+            .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), Starts::of(p, 4 << 20)?)))
             .collect();
         assert!(compiled.len() >= 20, "{} patterns", compiled.len());
         eprintln!("{} patterns", compiled.len());
@@ -392,17 +423,31 @@ mod tests {
             .iter()
             .flat_map(|t| t.lines().take(40).map(str::to_owned))
             .collect();
-        for (_, _, line_start) in &compiled {
-            for (lit, _) in &line_start.prefixes {
+        for (_, _, starts) in &compiled {
+            for (lit, _) in &starts.literals {
                 pieces.push(String::from_utf8_lossy(lit).into_owned());
             }
         }
         pieces.extend(
             [
-                "\n", "\n", "\n", " ", "$", "12.50", "1,234", ".", "Mar 1, 2024", "a", "b", "c", "é",
-                "ab", "abc", "$1.00",
+                "\n",
+                "\n",
+                "\n",
+                " ",
+                "$",
+                "12.50",
+                "1,234",
+                ".",
+                "Mar 1, 2024",
+                "a",
+                "b",
+                "c",
+                "é",
+                "ab",
+                "abc",
+                "$1.00",
             ]
-                .map(str::to_owned),
+            .map(str::to_owned),
         );
         let mut haystacks = texts.clone();
         let mut state = 0x11e5_7a27_0f11_e5ed_u64;
@@ -421,14 +466,14 @@ mod tests {
 
         let mut matched = 0;
         for haystack in &haystacks {
-            for (pattern, regex, line_start) in &compiled {
+            for (pattern, regex, starts) in &compiled {
                 let expected = spans(regex.captures(haystack));
                 assert_eq!(
-                    line_start.is_match(haystack),
+                    starts.is_match(haystack),
                     expected.is_some(),
                     "{pattern:?} {haystack:?}"
                 );
-                let found = line_start.captures(haystack).map(|c| {
+                let found = starts.captures(haystack).map(|c| {
                     (0..c.group_len())
                         .map(|i| c.get_group(i).map(|s| (s.start, s.end)))
                         .collect::<Vec<_>>()

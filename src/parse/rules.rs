@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::prefilter::{LineStart, Required};
+use super::prefilter::{Required, Starts};
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -240,8 +240,8 @@ pub enum Test {
         regex: Regex,
         /// Literals the regex cannot match without; checked first on long sources.
         required: Required,
-        /// Where a match can start, for a regex that begins with `(?m)^` and a literal.
-        line_start: Option<LineStart>,
+        /// Where a match can start, for a regex that begins with literals (after `(?m)^`).
+        starts: Option<Starts>,
     },
     /// A JSON pointer into a webhook body, with an optional test and capture.
     Pointer {
@@ -769,7 +769,7 @@ impl Compiler<'_> {
                     header,
                     regex,
                     required: Required::of(pattern),
-                    line_start: LineStart::of(pattern, REGEX_SIZE_LIMIT),
+                    starts: Starts::of(pattern, REGEX_SIZE_LIMIT),
                 })
             }
             (None, Some(pointer)) => {
