@@ -8,7 +8,7 @@ use memchr::memmem;
 use regex_automata::util::captures::Captures;
 use regex_automata::{meta, Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::{Hir, HirKind, Look};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// At most this many groups are checked; the heaviest first.
 const MAX_GROUPS: usize = 3;
@@ -63,60 +63,58 @@ const MAX_START_LITERALS: usize = 4;
 /// Outside line starts, shorter literals are too common for an anchored search at each.
 const MIN_START_LITERAL: usize = 3;
 
-/// Where a match of a regex that begins with one of a few literals can start: at each place
-/// one of them occurs (`Payment ID:?\s*...`), or, when a multi-line `^` comes first
-/// (`(?m)^Date`, `(?m)^(?:- |\+ )\$`), at each line that starts with one. `regex` does not
-/// use a line-start literal to skip ahead (its DFA scans the whole body from the start), and
-/// for a literal it does skip to, its search costs several times an anchored search there.
-/// So those places are found with `memmem`, and the regex is run anchored at each in turn.
-/// The first that matches gives the leftmost-first match: no match starts at a place in
-/// between, and an anchored search reads the text before it for `^` and `\b`.
+/// Where a match of a regex can start, when its literals narrow that down:
+/// - every match begins with one of a few literals (`Payment ID:?\s*...`): each place one
+///   occurs;
+/// - a multi-line `^`, then one of a few literals (`(?m)^Date`, `(?m)^(?:- |\+ )\$`): each
+///   line that starts with one;
+/// - a multi-line `^`, and every match's first line contains one of a few literals
+///   (`(?m)^(?:You paid .+|.+ paid You)\n...`): each line that contains one.
+///
+/// `regex` does not use a line-start literal or a literal inside the first line to skip ahead
+/// (its DFA scans the whole body from the start), and even where it skips to a leading
+/// literal, its search costs several times an anchored search there. So those places are
+/// found with `memmem`, and the regex is run anchored at each in turn. The first that matches
+/// gives the leftmost-first match: no match starts at a place in between, and an anchored
+/// search reads the text before it for `^` and `\b`.
 #[derive(Debug, Clone)]
 pub struct Starts {
-    /// Each literal, and what is searched for: the literal, or `\n` + literal at line starts.
-    literals: Vec<(Vec<u8>, memmem::Finder<'static>)>,
-    /// Matches start at 0 or after a `\n` only.
-    line_start: bool,
+    places: Places,
     /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
     regex: meta::Regex,
 }
 
+#[derive(Debug, Clone)]
+enum Places {
+    /// Each place one of the literals occurs.
+    Literals(Vec<memmem::Finder<'static>>),
+    /// Each line start followed by one of the literals: each literal, and `\n` + literal.
+    LineStarts(Vec<(Vec<u8>, memmem::Finder<'static>)>),
+    /// The start of each line that contains one of the literals (none contains `\n`).
+    LinesWith(Vec<memmem::Finder<'static>>),
+}
+
 impl Starts {
-    /// The start literals of `pattern`; `None` unless every match begins with one of a small
-    /// set of non-empty literals, after a multi-line `^` (in LF mode) or with nothing before.
+    /// Where `pattern`'s matches can start; `None` when its literals do not tell (see above).
     pub fn of(pattern: &str, size_limit: usize) -> Option<Starts> {
         let hir = regex_syntax::parse(pattern).ok()?;
-        let (line_start, rest) = match after_line_start(&hir) {
-            Some(rest) => (true, rest),
+        let places = match after_line_start(&hir) {
+            Some(rest) => match start_literals(&rest, 1) {
+                Some(literals) => Places::LineStarts(
+                    literals
+                        .into_iter()
+                        .map(|lit| {
+                            let needle = [b"\n".as_slice(), &lit].concat();
+                            (lit, memmem::Finder::new(&needle).into_owned())
+                        })
+                        .collect(),
+                ),
+                None => Places::LinesWith(finders(first_line_literals(&rest)?)),
+            },
             // An anchored pattern is searched at 0 only; `regex` does that already.
             None if hir.properties().look_set_prefix().contains(Look::Start) => return None,
-            None => (false, hir),
+            None => Places::Literals(finders(start_literals(&hir, MIN_START_LITERAL)?)),
         };
-        let mut extractor = Extractor::new();
-        extractor.kind(ExtractKind::Prefix);
-        let seq = extractor.extract(&rest);
-        let mut literals: Vec<&[u8]> = seq.literals()?.iter().map(|l| l.as_bytes()).collect();
-        // A literal that starts with another one adds no place to start from.
-        literals.sort();
-        literals.dedup_by(|longer, shorter| longer.starts_with(shorter));
-        let shortest = if line_start { 1 } else { MIN_START_LITERAL };
-        if literals.is_empty()
-            || literals.len() > MAX_START_LITERALS
-            || literals.iter().any(|lit| lit.len() < shortest)
-        {
-            return None;
-        }
-        let literals = literals
-            .into_iter()
-            .map(|lit| {
-                let needle = if line_start {
-                    [b"\n".as_slice(), lit].concat()
-                } else {
-                    lit.to_vec()
-                };
-                (lit.to_vec(), memmem::Finder::new(&needle).into_owned())
-            })
-            .collect();
         // `regex::RegexBuilder`'s defaults: leftmost-first, empty matches on char boundaries.
         let regex = meta::Regex::builder()
             .configure(
@@ -126,34 +124,32 @@ impl Starts {
             )
             .build(pattern)
             .ok()?;
-        Some(Starts {
-            literals,
-            line_start,
-            regex,
-        })
+        Some(Starts { places, regex })
     }
 
     /// The first place at or after `from` where a match can start.
     fn next(&self, haystack: &[u8], from: usize) -> Option<usize> {
-        // A line-start needle begins with the `\n` before the place.
-        let offset = usize::from(self.line_start);
-        let mut first: Option<usize> = None;
-        for (lit, needle) in &self.literals {
-            if self.line_start && from == 0 && haystack.starts_with(lit) {
-                return Some(0);
+        match &self.places {
+            Places::Literals(finders) => earliest(finders, haystack, from, 0),
+            Places::LineStarts(literals) => {
+                if from == 0 && literals.iter().any(|(lit, _)| haystack.starts_with(lit)) {
+                    return Some(0);
+                }
+                // The needle begins with the `\n` before the place.
+                let from = from.max(1);
+                let finders = literals.iter().map(|(_, finder)| finder);
+                earliest(finders, haystack, from - 1, 1)
             }
-            // Later literals need only be looked for up to the earliest place found so far.
-            let begin = from.saturating_sub(offset);
-            let end = first.map_or(haystack.len(), |p| (p + lit.len()).min(haystack.len()));
-            if begin >= end {
-                continue;
-            }
-            if let Some(i) = needle.find(&haystack[begin..end]) {
-                let at = begin + i + offset;
-                first = Some(first.map_or(at, |p| p.min(at)));
+            Places::LinesWith(finders) => {
+                // The first line start at or after `from`, then the first literal from there.
+                let line = match from {
+                    0 => 0,
+                    _ => from + memchr::memchr(b'\n', &haystack[from - 1..])?,
+                };
+                let found = earliest(finders, haystack, line, 0)?;
+                Some(memchr::memrchr(b'\n', &haystack[line..found]).map_or(line, |i| line + i + 1))
             }
         }
-        first
     }
 
     /// Whether the regex matches `haystack` (as `Regex::is_match`).
@@ -182,6 +178,94 @@ impl Starts {
             from = at + 1;
         }
         None
+    }
+}
+
+/// Where the first of the needles occurs in `haystack` at or after `from`, plus `skip` of the
+/// needle that occurs there. Later needles are looked for only up to the earliest so far.
+fn earliest<'a>(
+    finders: impl IntoIterator<Item = &'a memmem::Finder<'static>>,
+    haystack: &[u8],
+    from: usize,
+    skip: usize,
+) -> Option<usize> {
+    let mut first: Option<usize> = None;
+    for finder in finders {
+        let end = first.map_or(haystack.len(), |p| {
+            (p + finder.needle().len()).min(haystack.len())
+        });
+        if from >= end {
+            continue;
+        }
+        if let Some(i) = finder.find(&haystack[from..end]) {
+            first = Some(first.map_or(from + i, |p| p.min(from + i)));
+        }
+    }
+    first.map(|p| p + skip)
+}
+
+fn finders(literals: Vec<Vec<u8>>) -> Vec<memmem::Finder<'static>> {
+    literals
+        .iter()
+        .map(|lit| memmem::Finder::new(lit).into_owned())
+        .collect()
+}
+
+/// A few literals, each at least `shortest` bytes long, one of which every match of `hir`
+/// begins with.
+fn start_literals(hir: &Hir, shortest: usize) -> Option<Vec<Vec<u8>>> {
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix);
+    let seq = extractor.extract(hir);
+    let mut literals: Vec<Vec<u8>> = seq
+        .literals()?
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    // A literal that starts with another one adds no place to start from.
+    literals.sort();
+    literals.dedup_by(|longer, shorter| longer.starts_with(shorter));
+    let usable = !literals.is_empty()
+        && literals.len() <= MAX_START_LITERALS
+        && literals.iter().all(|lit| lit.len() >= shortest);
+    usable.then_some(literals)
+}
+
+/// A few literals, one of which the first line of every match of `hir` contains: the required
+/// literals of the longest leading part of `hir` that cannot match a `\n`.
+fn first_line_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let parts = match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(hir),
+    };
+    let line: Vec<Hir> = parts
+        .iter()
+        .take_while(|part| !may_match_newline(part))
+        .cloned()
+        .collect();
+    let best = required(&Hir::concat(line))
+        .into_iter()
+        .filter(|group| group_weight(group) >= MIN_START_LITERAL)
+        .max_by_key(|group| group_weight(group))?;
+    (best.len() <= MAX_START_LITERALS).then_some(best)
+}
+
+/// Whether some match of `hir` may contain a `\n`.
+fn may_match_newline(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(lit) => lit.0.contains(&b'\n'),
+        HirKind::Class(Class::Unicode(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Class(Class::Bytes(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Repetition(repetition) => may_match_newline(&repetition.sub),
+        HirKind::Capture(capture) => may_match_newline(&capture.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().any(may_match_newline),
     }
 }
 
@@ -321,21 +405,34 @@ mod tests {
         }
     }
 
+    impl Starts {
+        /// What kind of places, and the literals that find them.
+        fn literals(&self) -> (&'static str, Vec<&[u8]>) {
+            match &self.places {
+                Places::Literals(f) => ("anywhere", f.iter().map(|f| f.needle()).collect()),
+                Places::LineStarts(l) => ("at lines", l.iter().map(|(l, _)| &l[..]).collect()),
+                Places::LinesWith(f) => ("in lines", f.iter().map(|f| f.needle()).collect()),
+            }
+        }
+    }
+
     #[test]
     fn start_literals_come_only_from_the_start_of_every_match() {
         let starts = |pattern: &str| {
             Starts::of(pattern, 4 << 20).map(|s| {
-                let mut all: Vec<String> = s
-                    .literals
-                    .iter()
-                    .map(|(lit, _)| String::from_utf8(lit.clone()).unwrap())
+                let (kind, literals) = s.literals();
+                let mut all: Vec<String> = literals
+                    .into_iter()
+                    .map(|l| String::from_utf8(l.to_vec()).unwrap())
                     .collect();
                 all.sort();
-                (s.line_start, all)
+                (kind, all)
             })
         };
-        let at_lines = |lits: &[&str]| Some((true, lits.iter().map(|l| l.to_string()).collect()));
-        let anywhere = |lits: &[&str]| Some((false, lits.iter().map(|l| l.to_string()).collect()));
+        let with = |kind, lits: &[&str]| Some((kind, lits.iter().map(|l| l.to_string()).collect()));
+        let at_lines = |lits: &[&str]| with("at lines", lits);
+        let anywhere = |lits: &[&str]| with("anywhere", lits);
+        let in_lines = |lits: &[&str]| with("in lines", lits);
         assert_eq!(starts(r"(?m)^Date:?\s*(?P<d>\d+)$"), at_lines(&["Date"]));
         assert_eq!(
             starts(r"(?m)^(?P<signed>[-+] \$[\d,]+\.\d{2})$"),
@@ -351,13 +448,26 @@ mod tests {
         assert_eq!(starts(r"(?P<x>abc|abcd|xyz)\d"), anywhere(&["abc", "xyz"]));
         // In CRLF mode `^` is not only after `\n`: the literal is searched for anywhere.
         assert_eq!(starts(r"(?Rm)^Date"), anywhere(&["Date"]));
+        assert_eq!(
+            starts(r"(?m)^(?:You (?:paid|charged) .+|.+ (?:paid|charged) You)\n(?P<n>.+)\nX$"),
+            in_lines(&[" You", "charged", "paid"])
+        );
+        assert_eq!(
+            starts(r"(?m)^\s*[a-z]+ Date: (?P<d>\d+)"),
+            None,
+            "`\\s` matches `\\n`"
+        );
+        assert_eq!(
+            starts(r"(?m)^[a-z]+ Date: (?P<d>\d+)"),
+            in_lines(&[" Date: "])
+        );
         // A `^` for the whole text, a start that may be empty, a branch without a
         // literal, too many alternatives, a literal too short to search
         // for outside line starts.
         for pattern in [
             r"^Date",
             r"(?m)^\s*Date",
-            r"(?m)^(?:You paid .+|.+ paid You)",
+            r"(?m)^(?:You paid|.+)\n",
             r"(?m)^(?:a|b|c|d|e)x",
             r"(?m)^(?:Date)?\s",
             r"\$\d",
@@ -394,6 +504,8 @@ mod tests {
             r"abc\b",
             r"(?P<x>abc|1,234)(?P<y>\.\d+)?",
             r"Mar (?P<day>\d+)\b",
+            r"(?m)^(?:a.*|.*bc|Date)\n(?P<x>.+)\n\$",
+            r"(?m)^[a-z ]*(?:ab|é)\b(?P<x>.*)$",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -424,7 +536,7 @@ mod tests {
             .flat_map(|t| t.lines().take(40).map(str::to_owned))
             .collect();
         for (_, _, starts) in &compiled {
-            for (lit, _) in &starts.literals {
+            for lit in starts.literals().1 {
                 pieces.push(String::from_utf8_lossy(lit).into_owned());
             }
         }
