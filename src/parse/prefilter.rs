@@ -3,6 +3,9 @@
 //! when they are absent. `regex` prefilters on a pattern's leading literals itself, but not on
 //! literals that come later (`...\s*·\s*...`), nor on alternatives spread over a pattern, and a
 //! body finder that cannot match was scanned in full by its DFA on every email.
+//!
+//! Also worked out then: the places where a regex's matches can start (`Starts`), so that it is
+//! run anchored at those places only, not over the whole text.
 
 use memchr::memmem;
 use regex_automata::util::captures::Captures;
@@ -504,8 +507,8 @@ mod tests {
             r"abc\b",
             r"(?P<x>abc|1,234)(?P<y>\.\d+)?",
             r"Mar (?P<day>\d+)\b",
-            r"(?m)^(?:a.*|.*bc|Date)\n(?P<x>.+)\n\$",
-            r"(?m)^[a-z ]*(?:ab|é)\b(?P<x>.*)$",
+            r"(?m)^(?:abc.*|.*bca|Date)\n(?P<x>.+)\n\$",
+            r"(?m)^[a-z ]*(?:abc|éé)\b(?P<x>.*)$",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -520,8 +523,7 @@ mod tests {
             .iter()
             .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), Starts::of(p, 4 << 20)?)))
             .collect();
-        assert!(compiled.len() >= 20, "{} patterns", compiled.len());
-        eprintln!("{} patterns", compiled.len());
+        assert!(compiled.len() >= 50, "{} patterns", compiled.len());
 
         let mut texts = Vec::new();
         for (_, raw) in crate::parse::tests::fixture_emails() {
@@ -594,7 +596,6 @@ mod tests {
                 matched += usize::from(expected.is_some());
             }
         }
-        assert!(matched > 5_000, "{matched} matches");
-        eprintln!("{matched} matches");
+        assert!(matched > 10_000, "{matched} matches");
     }
 }
