@@ -392,7 +392,6 @@ fn test<'r, 'h>(
             header,
             regex,
             required,
-            starts,
         } => {
             let haystack: &'h str = match (input, source) {
                 (Input::Email(v, _), Source::Subject) => v.subject,
@@ -415,27 +414,18 @@ fn test<'r, 'h>(
                 return false;
             }
             let Some(captures) = captures else {
-                return match starts {
-                    Some(starts) => starts.is_match(haystack),
-                    None => regex.is_match(haystack),
-                };
+                return regex.is_match(haystack);
             };
-            match starts {
-                Some(starts) => {
-                    let Some(found) = starts.captures(haystack) else {
-                        return false;
-                    };
-                    add_groups(regex, haystack, captures, |i| {
-                        found.get_group(i).map(|span| span.range())
-                    });
-                }
-                None => {
-                    let Some(found) = regex.captures(haystack) else {
-                        return false;
-                    };
-                    add_groups(regex, haystack, captures, |i| {
-                        found.get(i).map(|m| m.range())
-                    });
+            let Some(found) = regex.captures(haystack) else {
+                return false;
+            };
+            // By group index: looking a group up by name hashes the name.
+            for (i, name) in regex.capture_names().enumerate() {
+                if let (Some(name), Some(range)) = (name, found.get(i)) {
+                    let value = normalized(&haystack[range]);
+                    if !value.is_empty() {
+                        captures.insert(name, value);
+                    }
                 }
             }
             true
@@ -483,24 +473,6 @@ fn test<'r, 'h>(
                 }
             }
             true
-        }
-    }
-}
-
-/// Adds the named groups of a match, given each group's place by index (looking a group up by
-/// name hashes the name), trimmed and with whitespace collapsed; empty ones are left out.
-fn add_groups<'r, 'h>(
-    regex: &'r regex::Regex,
-    haystack: &'h str,
-    captures: &mut Captures<'r, 'h>,
-    group: impl Fn(usize) -> Option<std::ops::Range<usize>>,
-) {
-    for (i, name) in regex.capture_names().enumerate() {
-        if let (Some(name), Some(range)) = (name, group(i)) {
-            let value = normalized(&haystack[range]);
-            if !value.is_empty() {
-                captures.insert(name, value);
-            }
         }
     }
 }
@@ -574,15 +546,14 @@ fn with_optional<'r, 'h>(
 
 /// The names a finder captures when it passes (none for a negated finder).
 fn finder_names(finder: &Finder) -> impl Iterator<Item = &str> {
-    let (regex, capture) = match &finder.test {
-        _ if finder.negate => (None, None),
-        Test::Regex { regex, .. } => (Some(regex), None),
-        Test::Pointer { regex, capture, .. } => (regex.as_ref(), capture.as_deref()),
+    let (search, regex, capture) = match &finder.test {
+        _ if finder.negate => (None, None, None),
+        Test::Regex { regex, .. } => (Some(regex), None, None),
+        Test::Pointer { regex, capture, .. } => (None, regex.as_ref(), capture.as_deref()),
     };
-    regex
-        .into_iter()
-        .flat_map(|r| r.capture_names().flatten())
-        .chain(capture)
+    let search_names = search.into_iter().flat_map(|s| s.capture_names().flatten());
+    let regex_names = regex.into_iter().flat_map(|r| r.capture_names().flatten());
+    search_names.chain(regex_names).chain(capture)
 }
 
 /// The fields `template` declares with a slot none of whose captures was found (or found empty):

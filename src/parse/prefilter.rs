@@ -8,8 +8,9 @@
 //! run anchored at those places only, not over the whole text.
 
 use memchr::memmem;
+use regex::Regex;
 use regex_automata::util::captures::Captures;
-use regex_automata::{meta, Anchored, Input};
+use regex_automata::{meta, Anchored, Input, PatternID};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -66,6 +67,77 @@ const MAX_START_LITERALS: usize = 4;
 /// Outside line starts, shorter literals are too common for an anchored search at each.
 const MIN_START_LITERAL: usize = 3;
 
+/// A finder's regex: searched plainly, or, when its literals tell where matches can start,
+/// anchored at those places (then the `regex::Regex` is not kept: one compiled copy is enough).
+#[derive(Debug, Clone)]
+pub enum Search {
+    Plain(Regex),
+    Anchored(Starts),
+}
+
+/// Where a search found its match's groups.
+pub enum Found<'h> {
+    Plain(regex::Captures<'h>),
+    Anchored(Captures),
+}
+
+impl Found<'_> {
+    /// Where group `i` matched, if it did.
+    pub fn get(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        match self {
+            Found::Plain(captures) => captures.get(i).map(|m| m.range()),
+            Found::Anchored(captures) => captures.get_group(i).map(|span| span.range()),
+        }
+    }
+}
+
+impl Search {
+    /// `regex` as it is, or anchored at its start places when it has some.
+    pub fn new(regex: Regex, size_limit: usize) -> Search {
+        match Starts::of(regex.as_str(), size_limit) {
+            Some(starts) => Search::Anchored(starts),
+            None => Search::Plain(regex),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Search::Plain(regex) => regex.as_str(),
+            Search::Anchored(starts) => &starts.pattern,
+        }
+    }
+
+    /// Every group's name (`None` for unnamed groups), by index, the whole match first.
+    pub fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
+        let (plain, anchored) = match self {
+            Search::Plain(regex) => (Some(regex.capture_names()), None),
+            Search::Anchored(starts) => (
+                None,
+                Some(starts.regex.group_info().pattern_names(PatternID::ZERO)),
+            ),
+        };
+        plain
+            .into_iter()
+            .flatten()
+            .chain(anchored.into_iter().flatten())
+    }
+
+    pub fn is_match(&self, haystack: &str) -> bool {
+        match self {
+            Search::Plain(regex) => regex.is_match(haystack),
+            Search::Anchored(starts) => starts.is_match(haystack),
+        }
+    }
+
+    /// The leftmost-first match's groups, as `Regex::captures` finds them.
+    pub fn captures<'h>(&self, haystack: &'h str) -> Option<Found<'h>> {
+        match self {
+            Search::Plain(regex) => regex.captures(haystack).map(Found::Plain),
+            Search::Anchored(starts) => starts.captures(haystack).map(Found::Anchored),
+        }
+    }
+}
+
 /// Where a match of a regex can start, when its literals narrow that down:
 /// - every match begins with one of a few literals (`Payment ID:?\s*...`): each place one
 ///   occurs;
@@ -83,6 +155,7 @@ const MIN_START_LITERAL: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Starts {
     places: Places,
+    pattern: String,
     /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
     regex: meta::Regex,
 }
@@ -127,7 +200,11 @@ impl Starts {
             )
             .build(pattern)
             .ok()?;
-        Some(Starts { places, regex })
+        Some(Starts {
+            places,
+            pattern: pattern.to_owned(),
+            regex,
+        })
     }
 
     /// The first place at or after `from` where a match can start.
@@ -523,6 +600,15 @@ mod tests {
             .iter()
             .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), Starts::of(p, 4 << 20)?)))
             .collect();
+        for (pattern, regex, _) in &compiled {
+            let search = Search::new(regex.clone(), 4 << 20);
+            assert!(matches!(search, Search::Anchored(_)), "{pattern}");
+            assert_eq!(search.as_str(), regex.as_str());
+            assert!(
+                search.capture_names().eq(regex.capture_names()),
+                "{pattern}: group names by index"
+            );
+        }
         assert!(compiled.len() >= 50, "{} patterns", compiled.len());
 
         let mut texts = Vec::new();

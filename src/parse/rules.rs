@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::prefilter::{Required, Starts};
+use super::prefilter::{Required, Search};
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -237,11 +237,9 @@ pub enum Test {
     Regex {
         source: Source,
         header: Option<String>,
-        regex: Regex,
+        regex: Search,
         /// Literals the regex cannot match without; checked first on long sources.
         required: Required,
-        /// Where a match can start, for a regex that begins with literals (after `(?m)^`).
-        starts: Option<Starts>,
     },
     /// A JSON pointer into a webhook body, with an optional test and capture.
     Pointer {
@@ -767,9 +765,8 @@ impl Compiler<'_> {
                 Some(Test::Regex {
                     source,
                     header,
-                    regex,
+                    regex: Search::new(regex, REGEX_SIZE_LIMIT),
                     required: Required::of(pattern),
-                    starts: Starts::of(pattern, REGEX_SIZE_LIMIT),
                 })
             }
             (None, Some(pointer)) => {
