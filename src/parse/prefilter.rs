@@ -10,7 +10,7 @@
 use memchr::memmem;
 use regex::Regex;
 use regex_automata::util::captures::Captures;
-use regex_automata::{meta, Anchored, Input, PatternID};
+use regex_automata::{meta, Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -70,7 +70,15 @@ const MIN_START_LITERAL: usize = 3;
 /// A finder's regex: searched plainly, or, when its literals tell where matches can start,
 /// anchored at those places (then the `regex::Regex` is not kept: one compiled copy is enough).
 #[derive(Debug, Clone)]
-pub enum Search {
+pub struct Search {
+    engine: Engine,
+    /// Every group's name by index (`None` for the whole match and unnamed groups), read once
+    /// here rather than through either engine's iterator on every match.
+    names: Box<[Option<Box<str>>]>,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
     Plain(Regex),
     Anchored(Starts),
 }
@@ -94,46 +102,38 @@ impl Found<'_> {
 impl Search {
     /// `regex` as it is, or anchored at its start places when it has some.
     pub fn new(regex: Regex, size_limit: usize) -> Search {
-        match Starts::of(regex.as_str(), size_limit) {
-            Some(starts) => Search::Anchored(starts),
-            None => Search::Plain(regex),
-        }
+        let names = regex.capture_names().map(|n| n.map(Box::from)).collect();
+        let engine = match Starts::of(regex.as_str(), size_limit) {
+            Some(starts) => Engine::Anchored(starts),
+            None => Engine::Plain(regex),
+        };
+        Search { engine, names }
     }
 
     pub fn as_str(&self) -> &str {
-        match self {
-            Search::Plain(regex) => regex.as_str(),
-            Search::Anchored(starts) => &starts.pattern,
+        match &self.engine {
+            Engine::Plain(regex) => regex.as_str(),
+            Engine::Anchored(starts) => &starts.pattern,
         }
     }
 
     /// Every group's name (`None` for unnamed groups), by index, the whole match first.
     pub fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
-        let (plain, anchored) = match self {
-            Search::Plain(regex) => (Some(regex.capture_names()), None),
-            Search::Anchored(starts) => (
-                None,
-                Some(starts.regex.group_info().pattern_names(PatternID::ZERO)),
-            ),
-        };
-        plain
-            .into_iter()
-            .flatten()
-            .chain(anchored.into_iter().flatten())
+        self.names.iter().map(|name| name.as_deref())
     }
 
     pub fn is_match(&self, haystack: &str) -> bool {
-        match self {
-            Search::Plain(regex) => regex.is_match(haystack),
-            Search::Anchored(starts) => starts.is_match(haystack),
+        match &self.engine {
+            Engine::Plain(regex) => regex.is_match(haystack),
+            Engine::Anchored(starts) => starts.is_match(haystack),
         }
     }
 
     /// The leftmost-first match's groups, as `Regex::captures` finds them.
     pub fn captures<'h>(&self, haystack: &'h str) -> Option<Found<'h>> {
-        match self {
-            Search::Plain(regex) => regex.captures(haystack).map(Found::Plain),
-            Search::Anchored(starts) => starts.captures(haystack).map(Found::Anchored),
+        match &self.engine {
+            Engine::Plain(regex) => regex.captures(haystack).map(Found::Plain),
+            Engine::Anchored(starts) => starts.captures(haystack).map(Found::Anchored),
         }
     }
 }
@@ -404,6 +404,7 @@ fn required(hir: &Hir) -> Vec<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex_automata::PatternID;
 
     fn literals(pattern: &str) -> Vec<Vec<String>> {
         let hir = regex_syntax::parse(pattern).unwrap();
@@ -602,10 +603,13 @@ mod tests {
             .collect();
         for (pattern, regex, _) in &compiled {
             let search = Search::new(regex.clone(), 4 << 20);
-            assert!(matches!(search, Search::Anchored(_)), "{pattern}");
+            assert!(matches!(search.engine, Engine::Anchored(_)), "{pattern}");
             assert_eq!(search.as_str(), regex.as_str());
+            let starts = Starts::of(pattern, 4 << 20).unwrap();
+            let anchored_names = starts.regex.group_info().pattern_names(PatternID::ZERO);
             assert!(
-                search.capture_names().eq(regex.capture_names()),
+                search.capture_names().eq(regex.capture_names())
+                    && anchored_names.eq(regex.capture_names()),
                 "{pattern}: group names by index"
             );
         }
