@@ -165,8 +165,8 @@ impl RuleSet {
             .any(|f| matches!(&f.test, Test::Regex { source: s, .. } if *s == source))
     }
 
-    /// Every finder: ignore rules', shared optional ones, templates' and the fetch's.
-    fn finders(&self) -> impl Iterator<Item = &Finder> {
+    /// Every finder of the rule set: ignore rules, shared and per-template ones, fetch ones.
+    pub(crate) fn finders(&self) -> impl Iterator<Item = &Finder> {
         self.ignore
             .iter()
             .flat_map(|rule| &rule.when)
@@ -436,8 +436,8 @@ fn test<'r, 'h>(
             };
             // By group index: looking a group up by name hashes the name.
             for (i, name) in regex.capture_names().enumerate() {
-                if let (Some(name), Some(m)) = (name, found.get(i)) {
-                    let value = normalized(m.as_str());
+                if let (Some(name), Some(range)) = (name, found.get(i)) {
+                    let value = normalized(&haystack[range]);
                     if !value.is_empty() {
                         captures.insert(name, value);
                     }
@@ -561,15 +561,14 @@ fn with_optional<'r, 'h>(
 
 /// The names a finder captures when it passes (none for a negated finder).
 fn finder_names(finder: &Finder) -> impl Iterator<Item = &str> {
-    let (regex, capture) = match &finder.test {
-        _ if finder.negate => (None, None),
-        Test::Regex { regex, .. } => (Some(regex), None),
-        Test::Pointer { regex, capture, .. } => (regex.as_ref(), capture.as_deref()),
+    let (search, regex, capture) = match &finder.test {
+        _ if finder.negate => (None, None, None),
+        Test::Regex { regex, .. } => (Some(regex), None, None),
+        Test::Pointer { regex, capture, .. } => (None, regex.as_ref(), capture.as_deref()),
     };
-    regex
-        .into_iter()
-        .flat_map(|r| r.capture_names().flatten())
-        .chain(capture)
+    let search_names = search.into_iter().flat_map(|s| s.capture_names().flatten());
+    let regex_names = regex.into_iter().flat_map(|r| r.capture_names().flatten());
+    search_names.chain(regex_names).chain(capture)
 }
 
 /// The fields `template` declares with a slot none of whose captures was found (or found empty):

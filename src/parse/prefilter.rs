@@ -3,9 +3,16 @@
 //! when they are absent. `regex` prefilters on a pattern's leading literals itself, but not on
 //! literals that come later (`...\s*·\s*...`), nor on alternatives spread over a pattern, and a
 //! body finder that cannot match was scanned in full by its DFA on every email.
+//!
+//! Also worked out then: the places where a regex's matches can start (`Starts`), so that it is
+//! run anchored at those places only, not over the whole text.
 
 use memchr::memmem;
-use regex_syntax::hir::{Hir, HirKind};
+use regex::Regex;
+use regex_automata::util::captures::Captures;
+use regex_automata::{meta, Anchored, Input};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// At most this many groups are checked; the heaviest first.
 const MAX_GROUPS: usize = 3;
@@ -55,6 +62,309 @@ impl Required {
     }
 }
 
+/// At most this many start literals are searched for; more is not worth it.
+const MAX_START_LITERALS: usize = 4;
+/// Outside line starts, shorter literals are too common for an anchored search at each.
+const MIN_START_LITERAL: usize = 3;
+
+/// A finder's regex: searched plainly, or, when its literals tell where matches can start,
+/// anchored at those places (then the `regex::Regex` is not kept: one compiled copy is enough).
+#[derive(Debug, Clone)]
+pub struct Search {
+    engine: Engine,
+    /// Every group's name by index (`None` for the whole match and unnamed groups), read once
+    /// here rather than through either engine's iterator on every match.
+    names: Box<[Option<Box<str>>]>,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
+    Plain(Regex),
+    Anchored(Starts),
+}
+
+/// Where a search found its match's groups.
+pub enum Found<'h> {
+    Plain(regex::Captures<'h>),
+    Anchored(Captures),
+}
+
+impl Found<'_> {
+    /// Where group `i` matched, if it did.
+    pub fn get(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        match self {
+            Found::Plain(captures) => captures.get(i).map(|m| m.range()),
+            Found::Anchored(captures) => captures.get_group(i).map(|span| span.range()),
+        }
+    }
+}
+
+impl Search {
+    /// `regex` as it is, or anchored at its start places when it has some.
+    pub fn new(regex: Regex, size_limit: usize) -> Search {
+        let names = regex.capture_names().map(|n| n.map(Box::from)).collect();
+        let engine = match Starts::of(regex.as_str(), size_limit) {
+            Some(starts) => Engine::Anchored(starts),
+            None => Engine::Plain(regex),
+        };
+        Search { engine, names }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.engine {
+            Engine::Plain(regex) => regex.as_str(),
+            Engine::Anchored(starts) => &starts.pattern,
+        }
+    }
+
+    /// Every group's name (`None` for unnamed groups), by index, the whole match first.
+    pub fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
+        self.names.iter().map(|name| name.as_deref())
+    }
+
+    pub fn is_match(&self, haystack: &str) -> bool {
+        match &self.engine {
+            Engine::Plain(regex) => regex.is_match(haystack),
+            Engine::Anchored(starts) => starts.is_match(haystack),
+        }
+    }
+
+    /// The leftmost-first match's groups, as `Regex::captures` finds them.
+    pub fn captures<'h>(&self, haystack: &'h str) -> Option<Found<'h>> {
+        match &self.engine {
+            Engine::Plain(regex) => regex.captures(haystack).map(Found::Plain),
+            Engine::Anchored(starts) => starts.captures(haystack).map(Found::Anchored),
+        }
+    }
+}
+
+/// Where a match of a regex can start, when its literals narrow that down:
+/// - every match begins with one of a few literals (`Payment ID:?\s*...`): each place one
+///   occurs;
+/// - a multi-line `^`, then one of a few literals (`(?m)^Date`, `(?m)^(?:- |\+ )\$`): each
+///   line that starts with one;
+/// - a multi-line `^`, and every match's first line contains one of a few literals
+///   (`(?m)^(?:You paid .+|.+ paid You)\n...`): each line that contains one.
+///
+/// `regex` does not use a line-start literal or a literal inside the first line to skip ahead
+/// (its DFA scans the whole body from the start), and even where it skips to a leading
+/// literal, its search costs several times an anchored search there. So those places are
+/// found with `memmem`, and the regex is run anchored at each in turn. The first that matches
+/// gives the leftmost-first match: no match starts at a place in between, and an anchored
+/// search reads the text before it for `^` and `\b`.
+#[derive(Debug, Clone)]
+pub struct Starts {
+    places: Places,
+    pattern: String,
+    /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
+    regex: meta::Regex,
+}
+
+#[derive(Debug, Clone)]
+enum Places {
+    /// Each place one of the literals occurs.
+    Literals(Vec<memmem::Finder<'static>>),
+    /// Each line start followed by one of the literals: each literal, and `\n` + literal.
+    LineStarts(Vec<(Vec<u8>, memmem::Finder<'static>)>),
+    /// The start of each line that contains one of the literals (none contains `\n`).
+    LinesWith(Vec<memmem::Finder<'static>>),
+}
+
+impl Starts {
+    /// Where `pattern`'s matches can start; `None` when its literals do not tell (see above).
+    pub fn of(pattern: &str, size_limit: usize) -> Option<Starts> {
+        let hir = regex_syntax::parse(pattern).ok()?;
+        let places = match after_line_start(&hir) {
+            Some(rest) => match start_literals(&rest, 1) {
+                Some(literals) => Places::LineStarts(
+                    literals
+                        .into_iter()
+                        .map(|lit| {
+                            let needle = [b"\n".as_slice(), &lit].concat();
+                            (lit, memmem::Finder::new(&needle).into_owned())
+                        })
+                        .collect(),
+                ),
+                None => Places::LinesWith(finders(first_line_literals(&rest)?)),
+            },
+            // An anchored pattern is searched at 0 only; `regex` does that already.
+            None if hir.properties().look_set_prefix().contains(Look::Start) => return None,
+            None => Places::Literals(finders(start_literals(&hir, MIN_START_LITERAL)?)),
+        };
+        // `regex::RegexBuilder`'s defaults: leftmost-first, empty matches on char boundaries.
+        let regex = meta::Regex::builder()
+            .configure(
+                meta::Regex::config()
+                    .nfa_size_limit(Some(size_limit))
+                    .utf8_empty(true),
+            )
+            .build(pattern)
+            .ok()?;
+        Some(Starts {
+            places,
+            pattern: pattern.to_owned(),
+            regex,
+        })
+    }
+
+    /// The first place at or after `from` where a match can start.
+    fn next(&self, haystack: &[u8], from: usize) -> Option<usize> {
+        match &self.places {
+            Places::Literals(finders) => earliest(finders, haystack, from, 0),
+            Places::LineStarts(literals) => {
+                if from == 0 && literals.iter().any(|(lit, _)| haystack.starts_with(lit)) {
+                    return Some(0);
+                }
+                // The needle begins with the `\n` before the place.
+                let from = from.max(1);
+                let finders = literals.iter().map(|(_, finder)| finder);
+                earliest(finders, haystack, from - 1, 1)
+            }
+            Places::LinesWith(finders) => {
+                // The first line start at or after `from`, then the first literal from there.
+                let line = match from {
+                    0 => 0,
+                    _ => from + memchr::memchr(b'\n', &haystack[from - 1..])?,
+                };
+                let found = earliest(finders, haystack, line, 0)?;
+                Some(memchr::memrchr(b'\n', &haystack[line..found]).map_or(line, |i| line + i + 1))
+            }
+        }
+    }
+
+    /// Whether the regex matches `haystack` (as `Regex::is_match`).
+    pub fn is_match(&self, haystack: &str) -> bool {
+        let mut from = 0;
+        while let Some(at) = self.next(haystack.as_bytes(), from) {
+            let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
+            if self.regex.is_match(input) {
+                return true;
+            }
+            from = at + 1;
+        }
+        false
+    }
+
+    /// The leftmost-first match's groups (as `Regex::captures`), by group index.
+    pub fn captures(&self, haystack: &str) -> Option<Captures> {
+        let mut captures = self.regex.create_captures();
+        let mut from = 0;
+        while let Some(at) = self.next(haystack.as_bytes(), from) {
+            let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
+            self.regex.search_captures(&input, &mut captures);
+            if captures.is_match() {
+                return Some(captures);
+            }
+            from = at + 1;
+        }
+        None
+    }
+}
+
+/// Where the first of the needles occurs in `haystack` at or after `from`, plus `skip` of the
+/// needle that occurs there. Later needles are looked for only up to the earliest so far.
+fn earliest<'a>(
+    finders: impl IntoIterator<Item = &'a memmem::Finder<'static>>,
+    haystack: &[u8],
+    from: usize,
+    skip: usize,
+) -> Option<usize> {
+    let mut first: Option<usize> = None;
+    for finder in finders {
+        let end = first.map_or(haystack.len(), |p| {
+            (p + finder.needle().len()).min(haystack.len())
+        });
+        if from >= end {
+            continue;
+        }
+        if let Some(i) = finder.find(&haystack[from..end]) {
+            first = Some(first.map_or(from + i, |p| p.min(from + i)));
+        }
+    }
+    first.map(|p| p + skip)
+}
+
+fn finders(literals: Vec<Vec<u8>>) -> Vec<memmem::Finder<'static>> {
+    literals
+        .iter()
+        .map(|lit| memmem::Finder::new(lit).into_owned())
+        .collect()
+}
+
+/// A few literals, each at least `shortest` bytes long, one of which every match of `hir`
+/// begins with.
+fn start_literals(hir: &Hir, shortest: usize) -> Option<Vec<Vec<u8>>> {
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix);
+    let seq = extractor.extract(hir);
+    let mut literals: Vec<Vec<u8>> = seq
+        .literals()?
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    // A literal that starts with another one adds no place to start from.
+    literals.sort();
+    literals.dedup_by(|longer, shorter| longer.starts_with(shorter));
+    let usable = !literals.is_empty()
+        && literals.len() <= MAX_START_LITERALS
+        && literals.iter().all(|lit| lit.len() >= shortest);
+    usable.then_some(literals)
+}
+
+/// A few literals, one of which the first line of every match of `hir` contains: the required
+/// literals of the longest leading part of `hir` that cannot match a `\n`.
+fn first_line_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let parts = match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(hir),
+    };
+    let line: Vec<Hir> = parts
+        .iter()
+        .take_while(|part| !may_match_newline(part))
+        .cloned()
+        .collect();
+    let best = required(&Hir::concat(line))
+        .into_iter()
+        .filter(|group| group_weight(group) >= MIN_START_LITERAL)
+        .max_by_key(|group| group_weight(group))?;
+    (best.len() <= MAX_START_LITERALS).then_some(best)
+}
+
+/// Whether some match of `hir` may contain a `\n`.
+fn may_match_newline(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(lit) => lit.0.contains(&b'\n'),
+        HirKind::Class(Class::Unicode(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Class(Class::Bytes(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Repetition(repetition) => may_match_newline(&repetition.sub),
+        HirKind::Capture(capture) => may_match_newline(&capture.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().any(may_match_newline),
+    }
+}
+
+/// What follows a leading multi-line `^` (through captures and concatenations); `None` when
+/// the pattern does not start with one.
+fn after_line_start(hir: &Hir) -> Option<Hir> {
+    match hir.kind() {
+        HirKind::Look(Look::StartLF) => Some(Hir::empty()),
+        HirKind::Capture(capture) => after_line_start(&capture.sub),
+        HirKind::Concat(parts) => {
+            let (head, tail) = parts.split_first()?;
+            let mut rest = vec![after_line_start(head)?];
+            rest.extend(tail.iter().cloned());
+            Some(Hir::concat(rest))
+        }
+        _ => None,
+    }
+}
+
 /// How rare a literal is likely to be: its length, with non-ASCII bytes counted twice.
 fn weight(lit: &[u8]) -> usize {
     lit.len() + lit.iter().filter(|b| !b.is_ascii()).count()
@@ -94,6 +404,7 @@ fn required(hir: &Hir) -> Vec<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex_automata::PatternID;
 
     fn literals(pattern: &str) -> Vec<Vec<String>> {
         let hir = regex_syntax::parse(pattern).unwrap();
@@ -173,5 +484,208 @@ mod tests {
                 }
             }
         }
+    }
+
+    impl Starts {
+        /// What kind of places, and the literals that find them.
+        fn literals(&self) -> (&'static str, Vec<&[u8]>) {
+            match &self.places {
+                Places::Literals(f) => ("anywhere", f.iter().map(|f| f.needle()).collect()),
+                Places::LineStarts(l) => ("at lines", l.iter().map(|(l, _)| &l[..]).collect()),
+                Places::LinesWith(f) => ("in lines", f.iter().map(|f| f.needle()).collect()),
+            }
+        }
+    }
+
+    #[test]
+    fn start_literals_come_only_from_the_start_of_every_match() {
+        let starts = |pattern: &str| {
+            Starts::of(pattern, 4 << 20).map(|s| {
+                let (kind, literals) = s.literals();
+                let mut all: Vec<String> = literals
+                    .into_iter()
+                    .map(|l| String::from_utf8(l.to_vec()).unwrap())
+                    .collect();
+                all.sort();
+                (kind, all)
+            })
+        };
+        let with = |kind, lits: &[&str]| Some((kind, lits.iter().map(|l| l.to_string()).collect()));
+        let at_lines = |lits: &[&str]| with("at lines", lits);
+        let anywhere = |lits: &[&str]| with("anywhere", lits);
+        let in_lines = |lits: &[&str]| with("in lines", lits);
+        assert_eq!(starts(r"(?m)^Date:?\s*(?P<d>\d+)$"), at_lines(&["Date"]));
+        assert_eq!(
+            starts(r"(?m)^(?P<signed>[-+] \$[\d,]+\.\d{2})$"),
+            at_lines(&["+ $", "- $"])
+        );
+        assert_eq!(starts(r"(?m)^\$\s*\d"), at_lines(&["$"]));
+        assert_eq!(starts(r"(?m)(?:)^ab"), at_lines(&["ab"]));
+        assert_eq!(starts(r"(?m)^(?:Date)?x"), at_lines(&["Datex", "x"]));
+        assert_eq!(
+            starts(r"Payment ID:?\s*(?P<id>\d+)"),
+            anywhere(&["Payment ID"])
+        );
+        assert_eq!(starts(r"(?P<x>abc|abcd|xyz)\d"), anywhere(&["abc", "xyz"]));
+        // In CRLF mode `^` is not only after `\n`: the literal is searched for anywhere.
+        assert_eq!(starts(r"(?Rm)^Date"), anywhere(&["Date"]));
+        assert_eq!(
+            starts(r"(?m)^(?:You (?:paid|charged) .+|.+ (?:paid|charged) You)\n(?P<n>.+)\nX$"),
+            in_lines(&[" You", "charged", "paid"])
+        );
+        assert_eq!(
+            starts(r"(?m)^\s*[a-z]+ Date: (?P<d>\d+)"),
+            None,
+            "`\\s` matches `\\n`"
+        );
+        assert_eq!(
+            starts(r"(?m)^[a-z]+ Date: (?P<d>\d+)"),
+            in_lines(&[" Date: "])
+        );
+        // A `^` for the whole text, a start that may be empty, a branch without a
+        // literal, too many alternatives, a literal too short to search
+        // for outside line starts.
+        for pattern in [
+            r"^Date",
+            r"(?m)^\s*Date",
+            r"(?m)^(?:You paid|.+)\n",
+            r"(?m)^(?:a|b|c|d|e)x",
+            r"(?m)^(?:Date)?\s",
+            r"\$\d",
+        ] {
+            assert_eq!(starts(pattern), None, "{pattern}");
+        }
+    }
+
+    /// Every group of a match, by position.
+    fn spans(captures: Option<regex::Captures<'_>>) -> Option<Vec<Option<(usize, usize)>>> {
+        captures.map(|c| c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect())
+    }
+
+    /// Anchored searches at the places `Starts` finds give what a plain search gives (the same
+    /// groups at the same places, the same answer to `is_match`), for every regex with start
+    /// literals of every built-in rule file and synthetic ones, over every fixture body,
+    /// subject and text part, and random text built from those texts' lines and the patterns'
+    /// literals.
+    #[test]
+    fn anchored_searches_at_the_start_literals_find_the_same_match() {
+        let mut patterns: Vec<String> = [
+            r"(?m)^ab",
+            r"(?m)^(?:ab|a)c?",
+            r"(?m)^(?P<x>ab|cd)\b",
+            r"(?m)^a(?:b|\n)*$",
+            r"(?m)^\$\s*(?P<n>\d+)\s*$",
+            r"(?m)^(?:- |\+ )\$",
+            r"(?m)^Date\n\n",
+            r"(?m)^é(?P<x>.*)",
+            r"(?m)^ab\b",
+            r"(?m)^a\w*c$",
+            r"(?m)^\$\d+\.\d{2}\n(?P<line>.+)\nab",
+            r"(?m)^(?:Date|ab|b)(?P<rest>\s*.{0,4})$",
+            r"abc\b",
+            r"(?P<x>abc|1,234)(?P<y>\.\d+)?",
+            r"Mar (?P<day>\d+)\b",
+            r"(?m)^(?:abc.*|.*bca|Date)\n(?P<x>.+)\n\$",
+            r"(?m)^[a-z ]*(?:abc|éé)\b(?P<x>.*)$",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for (id, text) in crate::parse::builtin::EMBEDDED {
+            let rules = crate::parse::rules::compile("t", id, text).unwrap();
+            patterns.extend(rules.finders().filter_map(|f| match &f.test {
+                crate::parse::rules::Test::Regex { regex, .. } => Some(regex.as_str().to_owned()),
+                crate::parse::rules::Test::Pointer { .. } => None,
+            }));
+        }
+        let compiled: Vec<_> = patterns
+            .iter()
+            .filter_map(|p| Some((p, regex::Regex::new(p).unwrap(), Starts::of(p, 4 << 20)?)))
+            .collect();
+        for (pattern, regex, _) in &compiled {
+            let search = Search::new(regex.clone(), 4 << 20);
+            assert!(matches!(search.engine, Engine::Anchored(_)), "{pattern}");
+            assert_eq!(search.as_str(), regex.as_str());
+            let starts = Starts::of(pattern, 4 << 20).unwrap();
+            let anchored_names = starts.regex.group_info().pattern_names(PatternID::ZERO);
+            assert!(
+                search.capture_names().eq(regex.capture_names())
+                    && anchored_names.eq(regex.capture_names()),
+                "{pattern}: group names by index"
+            );
+        }
+        assert!(compiled.len() >= 50, "{} patterns", compiled.len());
+
+        let mut texts = Vec::new();
+        for (_, raw) in crate::parse::tests::fixture_emails() {
+            if let Ok(email) = crate::message::Email::parse(&raw) {
+                texts.extend(email.body_text().map(str::to_owned));
+                texts.extend(email.text.clone());
+                texts.push(email.envelope.subject.clone());
+            }
+        }
+        let mut pieces: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.lines().take(40).map(str::to_owned))
+            .collect();
+        for (_, _, starts) in &compiled {
+            for lit in starts.literals().1 {
+                pieces.push(String::from_utf8_lossy(lit).into_owned());
+            }
+        }
+        pieces.extend(
+            [
+                "\n",
+                "\n",
+                "\n",
+                " ",
+                "$",
+                "12.50",
+                "1,234",
+                ".",
+                "Mar 1, 2024",
+                "a",
+                "b",
+                "c",
+                "é",
+                "ab",
+                "abc",
+                "$1.00",
+            ]
+            .map(str::to_owned),
+        );
+        let mut haystacks = texts.clone();
+        let mut state = 0x11e5_7a27_0f11_e5ed_u64;
+        for _ in 0..40_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut haystack = String::new();
+            for _ in 0..(state % 10) {
+                state = crate::test_rng::xorshift64(state);
+                haystack.push_str(&pieces[(state % pieces.len() as u64) as usize]);
+                if (state >> 40) % 3 == 0 {
+                    haystack.push('\n');
+                }
+            }
+            haystacks.push(haystack);
+        }
+
+        let mut matched = 0;
+        for haystack in &haystacks {
+            for (pattern, regex, starts) in &compiled {
+                let expected = spans(regex.captures(haystack));
+                assert_eq!(
+                    starts.is_match(haystack),
+                    expected.is_some(),
+                    "{pattern:?} {haystack:?}"
+                );
+                let found = starts.captures(haystack).map(|c| {
+                    (0..c.group_len())
+                        .map(|i| c.get_group(i).map(|s| (s.start, s.end)))
+                        .collect::<Vec<_>>()
+                });
+                assert_eq!(found, expected, "{pattern:?} {haystack:?}");
+                matched += usize::from(expected.is_some());
+            }
+        }
+        assert!(matched > 10_000, "{matched} matches");
     }
 }

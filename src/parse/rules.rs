@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::prefilter::Required;
+use super::prefilter::{Required, Search};
 use crate::money::normalize_currency;
 use crate::settings::VerifyParams;
 
@@ -237,7 +237,7 @@ pub enum Test {
     Regex {
         source: Source,
         header: Option<String>,
-        regex: Regex,
+        regex: Search,
         /// Literals the regex cannot match without; checked first on long sources.
         required: Required,
     },
@@ -372,6 +372,9 @@ pub struct Fetch {
     /// All must match for a fetch; events that match no `when` (a ping) are parsed as they are.
     pub when: Vec<Finder>,
 }
+
+/// Bounded so a hostile or careless rule cannot make compilation itself a memory hog.
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
 /// Date formats tried when a rule file names none.
 pub const DEFAULT_DATE_FORMATS: &[&str] = &[
@@ -683,9 +686,8 @@ impl Compiler<'_> {
     }
 
     fn regex(&mut self, path: &str, pattern: &str) -> Option<Regex> {
-        // Bounded so a hostile or careless rule cannot make compilation itself a memory hog.
         match regex::RegexBuilder::new(pattern)
-            .size_limit(4 << 20)
+            .size_limit(REGEX_SIZE_LIMIT)
             .build()
         {
             Ok(re) => Some(re),
@@ -763,7 +765,7 @@ impl Compiler<'_> {
                 Some(Test::Regex {
                     source,
                     header,
-                    regex,
+                    regex: Search::new(regex, REGEX_SIZE_LIMIT),
                     required: Required::of(pattern),
                 })
             }
