@@ -313,6 +313,108 @@ pub struct Starts {
     pattern: String,
     /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
     regex: meta::Regex,
+    /// Where the pattern's one group can be read off its match, when it can.
+    line_group: Option<LineGroup>,
+}
+
+/// A pattern whose only group is one line of its match, `...\n(?P<notes>.+)\n...` (the note
+/// finders): a group that cannot match `\n`, right after a literal ending in `\n`, followed by
+/// a part that begins with `\n` and contains the same number of them in every match. Then the
+/// group ends at that many `\n` from the match's end and starts after the `\n` before that: the
+/// match splits no other way, so these are the groups the bounded backtracker would find, and
+/// only the match itself has to be searched for (by the DFA, several times cheaper).
+#[derive(Debug, Clone, Copy)]
+struct LineGroup {
+    group: usize,
+    newlines_after: usize,
+}
+
+impl LineGroup {
+    fn of(hir: &Hir) -> Option<LineGroup> {
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let mut captures = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| hir_has_capture(part));
+        let (at, group) = captures.next()?;
+        if captures.next().is_some() {
+            return None;
+        }
+        let HirKind::Capture(capture) = group.kind() else {
+            return None;
+        };
+        let before_is_line_break = match parts.get(at.checked_sub(1)?)?.kind() {
+            HirKind::Literal(lit) => lit.0.ends_with(b"\n"),
+            _ => false,
+        };
+        let after_starts_a_line = match parts.get(at + 1)?.kind() {
+            HirKind::Literal(lit) => lit.0.starts_with(b"\n"),
+            _ => false,
+        };
+        if !before_is_line_break
+            || !after_starts_a_line
+            || hir_has_capture(&capture.sub)
+            || may_match_newline(&capture.sub)
+        {
+            return None;
+        }
+        let newlines_after = parts[at + 1..]
+            .iter()
+            .map(exact_newlines)
+            .sum::<Option<usize>>()?;
+        Some(LineGroup {
+            group: capture.index as usize,
+            newlines_after,
+        })
+    }
+
+    /// The groups of the match `span` of `haystack`.
+    fn fill(self, haystack: &[u8], span: regex_automata::Span, captures: &mut Captures) {
+        use regex_automata::util::primitives::NonMaxUsize;
+        let matched = &haystack[span.range()];
+        let mut end = matched.len();
+        for _ in 0..self.newlines_after {
+            end = memchr::memrchr(b'\n', &matched[..end]).expect("the match has them");
+        }
+        let start = memchr::memrchr(b'\n', &matched[..end]).expect("a line break before") + 1;
+        captures.set_pattern(Some(regex_automata::PatternID::ZERO));
+        let slots = captures.slots_mut();
+        slots.fill(None);
+        let mut set = |slot: usize, at: usize| slots[slot] = NonMaxUsize::new(at);
+        set(0, span.start);
+        set(1, span.end);
+        set(self.group * 2, span.start + start);
+        set(self.group * 2 + 1, span.start + end);
+    }
+}
+
+fn hir_has_capture(hir: &Hir) -> bool {
+    hir.properties().explicit_captures_len() > 0
+}
+
+/// How many `\n` every match of `hir` contains, when that is one number.
+fn exact_newlines(hir: &Hir) -> Option<usize> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(lit) => Some(lit.0.iter().filter(|&&b| b == b'\n').count()),
+        HirKind::Class(_) => (!may_match_newline(hir)).then_some(0),
+        HirKind::Repetition(repetition) => match exact_newlines(&repetition.sub)? {
+            0 => Some(0),
+            n if repetition.max == Some(repetition.min) => Some(n * repetition.min as usize),
+            _ => None,
+        },
+        HirKind::Capture(capture) => exact_newlines(&capture.sub),
+        HirKind::Concat(parts) => parts.iter().map(exact_newlines).sum(),
+        HirKind::Alternation(branches) => {
+            let first = exact_newlines(branches.first()?)?;
+            branches
+                .iter()
+                .all(|b| exact_newlines(b) == Some(first))
+                .then_some(first)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +461,7 @@ impl Starts {
             places,
             pattern: pattern.to_owned(),
             regex,
+            line_group: LineGroup::of(&hir),
         })
     }
 
@@ -406,9 +509,16 @@ impl Starts {
         let mut from = 0;
         while let Some(at) = self.next(haystack.as_bytes(), from) {
             let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
-            self.regex.search_captures(&input, &mut captures);
-            if captures.is_match() {
-                return Some(captures);
+            if let Some(line_group) = self.line_group {
+                if let Some(found) = self.regex.search(&input) {
+                    line_group.fill(haystack.as_bytes(), found.span(), &mut captures);
+                    return Some(captures);
+                }
+            } else {
+                self.regex.search_captures(&input, &mut captures);
+                if captures.is_match() {
+                    return Some(captures);
+                }
             }
             from = at + 1;
         }
@@ -742,6 +852,11 @@ mod tests {
             r"Mar (?P<day>\d+)\b",
             r"(?m)^(?:abc.*|.*bca|Date)\n(?P<x>.+)\n\$",
             r"(?m)^[a-z ]*(?:abc|éé)\b(?P<x>.*)$",
+            r"(?m)^ab+\n(?P<x>.+)\nb$",
+            r"(?m)^ab\n(?P<x>[^\n]*)\n(?:c|\nd\n)",
+            r"(?m)^ab\n(?P<x>.*)\n(?:c\n|d\n)(?:x|\$\d{2})",
+            r"(?m)^(?:ab|b)\s*\n(?P<x>.+?)\n.*$",
+            r"(?m)^\$\s*\d\s*\n(?P<x>.+)\n(?:\n\n){2}",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -769,6 +884,11 @@ mod tests {
             );
         }
         assert!(compiled.len() >= 50, "{} patterns", compiled.len());
+        let line_groups = compiled
+            .iter()
+            .filter(|(_, _, s)| s.line_group.is_some())
+            .count();
+        assert!(line_groups >= 6, "{line_groups} patterns with a line group");
 
         let mut texts = Vec::new();
         for (_, raw) in crate::parse::tests::fixture_emails() {
