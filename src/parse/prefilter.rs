@@ -127,7 +127,7 @@ impl Search {
     pub fn as_str(&self) -> &str {
         match &self.engine {
             Engine::Plain(regex) => regex.as_str(),
-            Engine::LazyLead(lead) => lead.regex.as_str(),
+            Engine::LazyLead(lead) => &lead.pattern,
             Engine::Anchored(starts) => &starts.pattern,
         }
     }
@@ -140,7 +140,7 @@ impl Search {
     pub fn is_match(&self, haystack: &str) -> bool {
         match &self.engine {
             Engine::Plain(regex) => regex.is_match(haystack),
-            Engine::LazyLead(lead) => lead.regex.is_match(haystack),
+            Engine::LazyLead(lead) => lead.captures(haystack).is_some(),
             Engine::Anchored(starts) => starts.is_match(haystack),
         }
     }
@@ -164,11 +164,13 @@ impl Search {
 /// fewest characters after which the rest of the pattern matches: so the match is found at the
 /// first occurrence of the literal (after at least one character) before which every character
 /// is in the class and after which the rest matches anchored, and the rest's own groups are
-/// those of its leftmost-first anchored match there. The rest is usually one-pass.
+/// those of its leftmost-first anchored match there. The rest is usually one-pass. `is_match`
+/// is the same search (these patterns are searched for their groups almost always).
 #[derive(Debug, Clone)]
 pub struct LazyLead {
-    /// The whole pattern, for `is_match`.
-    regex: Regex,
+    /// The whole pattern, as written (not compiled: with the rest compiled, a second copy
+    /// would only cost memory, about 100 kB with Unicode classes).
+    pattern: String,
     /// The literal before the lazy group (often empty).
     lead: Vec<u8>,
     /// The lazy group's index and the class it repeats.
@@ -240,7 +242,7 @@ impl LazyLead {
             return None;
         }
         Some(LazyLead {
-            regex: regex.clone(),
+            pattern: regex.as_str().to_owned(),
             lead,
             group: capture.index as usize,
             class: class.clone(),
