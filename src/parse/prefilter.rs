@@ -12,7 +12,7 @@ use regex::Regex;
 use regex_automata::util::captures::Captures;
 use regex_automata::{meta, Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::{Class, Hir, HirKind, Look};
+use regex_syntax::hir::{Class, ClassUnicode, Hir, HirKind, Look};
 
 /// At most this many groups are checked; the heaviest first.
 const MAX_GROUPS: usize = 3;
@@ -81,12 +81,20 @@ pub struct Search {
 enum Engine {
     Plain(Regex),
     Anchored(Starts),
+    LazyLead(Box<LazyLead>),
 }
 
 /// Where a search found its match's groups.
 pub enum Found<'h> {
     Plain(regex::Captures<'h>),
     Anchored(Captures),
+    /// The lazy group of a `LazyLead` pattern, and the groups of what follows its literal
+    /// (by the whole pattern's group indices; its group 0 is where that part matched).
+    LazyLead {
+        group: usize,
+        lazy: std::ops::Range<usize>,
+        rest: Captures,
+    },
 }
 
 impl Found<'_> {
@@ -95,6 +103,9 @@ impl Found<'_> {
         match self {
             Found::Plain(captures) => captures.get(i).map(|m| m.range()),
             Found::Anchored(captures) => captures.get_group(i).map(|span| span.range()),
+            Found::LazyLead { rest, .. } if i == 0 => rest.get_group(0).map(|span| 0..span.end),
+            Found::LazyLead { group, lazy, .. } if i == *group => Some(lazy.clone()),
+            Found::LazyLead { rest, .. } => rest.get_group(i).map(|span| span.range()),
         }
     }
 }
@@ -105,7 +116,10 @@ impl Search {
         let names = regex.capture_names().map(|n| n.map(Box::from)).collect();
         let engine = match Starts::of(regex.as_str(), size_limit) {
             Some(starts) => Engine::Anchored(starts),
-            None => Engine::Plain(regex),
+            None => match LazyLead::of(&regex, size_limit) {
+                Some(lead) => Engine::LazyLead(Box::new(lead)),
+                None => Engine::Plain(regex),
+            },
         };
         Search { engine, names }
     }
@@ -113,6 +127,7 @@ impl Search {
     pub fn as_str(&self) -> &str {
         match &self.engine {
             Engine::Plain(regex) => regex.as_str(),
+            Engine::LazyLead(lead) => &lead.pattern,
             Engine::Anchored(starts) => &starts.pattern,
         }
     }
@@ -125,6 +140,7 @@ impl Search {
     pub fn is_match(&self, haystack: &str) -> bool {
         match &self.engine {
             Engine::Plain(regex) => regex.is_match(haystack),
+            Engine::LazyLead(lead) => lead.captures(haystack).is_some(),
             Engine::Anchored(starts) => starts.is_match(haystack),
         }
     }
@@ -134,8 +150,149 @@ impl Search {
         match &self.engine {
             Engine::Plain(regex) => regex.captures(haystack).map(Found::Plain),
             Engine::Anchored(starts) => starts.captures(haystack).map(Found::Anchored),
+            Engine::LazyLead(lead) => lead.captures(haystack),
         }
     }
+}
+
+/// A pattern that is, at the top level, `^`, maybe a literal, a group of one lazy repetition of
+/// a class (`(?P<payee>.+?)`), a literal, and the rest (the subject templates:
+/// `^(?P<payee>.+?) paid you \$(?P<subject_amount>[\d,]+\.\d{2})$`).
+///
+/// `regex` resolves such a pattern's groups with its bounded backtracker (it is not one-pass),
+/// at a few thousand instructions a subject. Leftmost-first, a lazy repetition takes the
+/// fewest characters after which the rest of the pattern matches: so the match is found at the
+/// first occurrence of the literal (after at least one character) before which every character
+/// is in the class and after which the rest matches anchored, and the rest's own groups are
+/// those of its leftmost-first anchored match there. The rest is usually one-pass. `is_match`
+/// is the same search (these patterns are searched for their groups almost always).
+#[derive(Debug, Clone)]
+pub struct LazyLead {
+    /// The whole pattern, as written (not compiled: with the rest compiled, a second copy
+    /// would only cost memory, about 100 kB with Unicode classes).
+    pattern: String,
+    /// The literal before the lazy group (often empty).
+    lead: Vec<u8>,
+    /// The lazy group's index and the class it repeats.
+    group: usize,
+    class: ClassUnicode,
+    /// The literal after the lazy group.
+    literal: memmem::Finder<'static>,
+    /// What follows the literal, with the whole pattern's group indices.
+    rest: meta::Regex,
+}
+
+impl LazyLead {
+    fn of(regex: &Regex, size_limit: usize) -> Option<LazyLead> {
+        let hir = regex_syntax::parse(regex.as_str()).ok()?;
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let (parts, lead) = match parts.as_slice() {
+            [start, rest @ ..] if *start.kind() == HirKind::Look(Look::Start) => match rest {
+                [first, rest @ ..] => match first.kind() {
+                    HirKind::Literal(lit) => (rest, lit.0.to_vec()),
+                    _ => (&parts[1..], Vec::new()),
+                },
+                [] => return None,
+            },
+            _ => return None,
+        };
+        let [group, literal, rest @ ..] = parts else {
+            return None;
+        };
+        let HirKind::Capture(capture) = group.kind() else {
+            return None;
+        };
+        let HirKind::Repetition(repetition) = capture.sub.kind() else {
+            return None;
+        };
+        let HirKind::Class(Class::Unicode(class)) = repetition.sub.kind() else {
+            return None;
+        };
+        let HirKind::Literal(literal) = literal.kind() else {
+            return None;
+        };
+        let lazy_one_or_more =
+            repetition.min == 1 && repetition.max.is_none() && !repetition.greedy;
+        // A literal starting with a UTF-8 continuation byte could occur inside a character.
+        let starts_a_char = literal.0.first().is_some_and(|&b| b & 0xC0 != 0x80);
+        if !lazy_one_or_more || !starts_a_char {
+            return None;
+        }
+        let rest = meta::Regex::builder()
+            .configure(
+                meta::Regex::config()
+                    .nfa_size_limit(Some(size_limit))
+                    .utf8_empty(true),
+            )
+            .build_from_hir(&Hir::concat(rest.to_vec()))
+            .ok()?;
+        // The rest keeps the whole pattern's group indices (the ones before it left unnamed).
+        let names_agree = regex.capture_names().enumerate().skip(1).all(|(i, name)| {
+            let rest_name = rest
+                .group_info()
+                .to_name(regex_automata::PatternID::ZERO, i);
+            i == capture.index as usize || rest_name == name
+        });
+        // Every group after the lazy one is in the rest; a last lazy group is not padded in.
+        let rest_len = rest.group_info().group_len(regex_automata::PatternID::ZERO);
+        let lazy_is_last = capture.index as usize + 1 == regex.captures_len();
+        if !names_agree || !(rest_len == regex.captures_len() || lazy_is_last && rest_len == 1) {
+            return None;
+        }
+        Some(LazyLead {
+            pattern: regex.as_str().to_owned(),
+            lead,
+            group: capture.index as usize,
+            class: class.clone(),
+            literal: memmem::Finder::new(&literal.0).into_owned(),
+            rest,
+        })
+    }
+
+    /// The leftmost-first match's groups, as `Regex::captures` finds them.
+    fn captures<'h>(&self, haystack: &'h str) -> Option<Found<'h>> {
+        let bytes = haystack.as_bytes();
+        if !bytes.starts_with(&self.lead) {
+            return None;
+        }
+        let start = self.lead.len();
+        let mut captures = self.rest.create_captures();
+        // `haystack[start..checked]` is known to be all in the class.
+        let mut checked = start;
+        // An occurrence of the literal starts a character, so the first is one after `start`.
+        let mut from = start + 1;
+        while let Some(found) = bytes.get(from..).and_then(|rest| self.literal.find(rest)) {
+            let at = from + found;
+            if !haystack[checked..at]
+                .chars()
+                .all(|c| in_class(&self.class, c))
+            {
+                return None;
+            }
+            checked = at;
+            let after = at + self.literal.needle().len();
+            let input = Input::new(haystack).range(after..).anchored(Anchored::Yes);
+            self.rest.search_captures(&input, &mut captures);
+            if captures.is_match() {
+                return Some(Found::LazyLead {
+                    group: self.group,
+                    lazy: start..at,
+                    rest: captures,
+                });
+            }
+            from = at + 1;
+        }
+        None
+    }
+}
+
+fn in_class(class: &ClassUnicode, c: char) -> bool {
+    class
+        .ranges()
+        .iter()
+        .any(|range| range.start() <= c && c <= range.end())
 }
 
 /// Where a match of a regex can start, when its literals narrow that down:
@@ -158,6 +315,108 @@ pub struct Starts {
     pattern: String,
     /// The same pattern, compiled as `regex::Regex` compiles it, for anchored searches.
     regex: meta::Regex,
+    /// Where the pattern's one group can be read off its match, when it can.
+    line_group: Option<LineGroup>,
+}
+
+/// A pattern whose only group is one line of its match, `...\n(?P<notes>.+)\n...` (the note
+/// finders): a group that cannot match `\n`, right after a literal ending in `\n`, followed by
+/// a part that begins with `\n` and contains the same number of them in every match. Then the
+/// group ends at that many `\n` from the match's end and starts after the `\n` before that: the
+/// match splits no other way, so these are the groups the bounded backtracker would find, and
+/// only the match itself has to be searched for (by the DFA, several times cheaper).
+#[derive(Debug, Clone, Copy)]
+struct LineGroup {
+    group: usize,
+    newlines_after: usize,
+}
+
+impl LineGroup {
+    fn of(hir: &Hir) -> Option<LineGroup> {
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let mut captures = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| hir_has_capture(part));
+        let (at, group) = captures.next()?;
+        if captures.next().is_some() {
+            return None;
+        }
+        let HirKind::Capture(capture) = group.kind() else {
+            return None;
+        };
+        let before_is_line_break = match parts.get(at.checked_sub(1)?)?.kind() {
+            HirKind::Literal(lit) => lit.0.ends_with(b"\n"),
+            _ => false,
+        };
+        let after_starts_a_line = match parts.get(at + 1)?.kind() {
+            HirKind::Literal(lit) => lit.0.starts_with(b"\n"),
+            _ => false,
+        };
+        if !before_is_line_break
+            || !after_starts_a_line
+            || hir_has_capture(&capture.sub)
+            || may_match_newline(&capture.sub)
+        {
+            return None;
+        }
+        let newlines_after = parts[at + 1..]
+            .iter()
+            .map(exact_newlines)
+            .sum::<Option<usize>>()?;
+        Some(LineGroup {
+            group: capture.index as usize,
+            newlines_after,
+        })
+    }
+
+    /// The groups of the match `span` of `haystack`.
+    fn fill(self, haystack: &[u8], span: regex_automata::Span, captures: &mut Captures) {
+        use regex_automata::util::primitives::NonMaxUsize;
+        let matched = &haystack[span.range()];
+        let mut end = matched.len();
+        for _ in 0..self.newlines_after {
+            end = memchr::memrchr(b'\n', &matched[..end]).expect("the match has them");
+        }
+        let start = memchr::memrchr(b'\n', &matched[..end]).expect("a line break before") + 1;
+        captures.set_pattern(Some(regex_automata::PatternID::ZERO));
+        let slots = captures.slots_mut();
+        slots.fill(None);
+        let mut set = |slot: usize, at: usize| slots[slot] = NonMaxUsize::new(at);
+        set(0, span.start);
+        set(1, span.end);
+        set(self.group * 2, span.start + start);
+        set(self.group * 2 + 1, span.start + end);
+    }
+}
+
+fn hir_has_capture(hir: &Hir) -> bool {
+    hir.properties().explicit_captures_len() > 0
+}
+
+/// How many `\n` every match of `hir` contains, when that is one number.
+fn exact_newlines(hir: &Hir) -> Option<usize> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(lit) => Some(lit.0.iter().filter(|&&b| b == b'\n').count()),
+        HirKind::Class(_) => (!may_match_newline(hir)).then_some(0),
+        HirKind::Repetition(repetition) => match exact_newlines(&repetition.sub)? {
+            0 => Some(0),
+            n if repetition.max == Some(repetition.min) => Some(n * repetition.min as usize),
+            _ => None,
+        },
+        HirKind::Capture(capture) => exact_newlines(&capture.sub),
+        HirKind::Concat(parts) => parts.iter().map(exact_newlines).sum(),
+        HirKind::Alternation(branches) => {
+            let first = exact_newlines(branches.first()?)?;
+            branches
+                .iter()
+                .all(|b| exact_newlines(b) == Some(first))
+                .then_some(first)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +463,7 @@ impl Starts {
             places,
             pattern: pattern.to_owned(),
             regex,
+            line_group: LineGroup::of(&hir),
         })
     }
 
@@ -251,9 +511,16 @@ impl Starts {
         let mut from = 0;
         while let Some(at) = self.next(haystack.as_bytes(), from) {
             let input = Input::new(haystack).range(at..).anchored(Anchored::Yes);
-            self.regex.search_captures(&input, &mut captures);
-            if captures.is_match() {
-                return Some(captures);
+            if let Some(line_group) = self.line_group {
+                if let Some(found) = self.regex.search(&input) {
+                    line_group.fill(haystack.as_bytes(), found.span(), &mut captures);
+                    return Some(captures);
+                }
+            } else {
+                self.regex.search_captures(&input, &mut captures);
+                if captures.is_match() {
+                    return Some(captures);
+                }
             }
             from = at + 1;
         }
@@ -587,6 +854,11 @@ mod tests {
             r"Mar (?P<day>\d+)\b",
             r"(?m)^(?:abc.*|.*bca|Date)\n(?P<x>.+)\n\$",
             r"(?m)^[a-z ]*(?:abc|éé)\b(?P<x>.*)$",
+            r"(?m)^ab+\n(?P<x>.+)\nb$",
+            r"(?m)^ab\n(?P<x>[^\n]*)\n(?:c|\nd\n)",
+            r"(?m)^ab\n(?P<x>.*)\n(?:c\n|d\n)(?:x|\$\d{2})",
+            r"(?m)^(?:ab|b)\s*\n(?P<x>.+?)\n.*$",
+            r"(?m)^\$\s*\d\s*\n(?P<x>.+)\n(?:\n\n){2}",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -614,6 +886,11 @@ mod tests {
             );
         }
         assert!(compiled.len() >= 50, "{} patterns", compiled.len());
+        let line_groups = compiled
+            .iter()
+            .filter(|(_, _, s)| s.line_group.is_some())
+            .count();
+        assert!(line_groups >= 6, "{line_groups} patterns with a line group");
 
         let mut texts = Vec::new();
         for (_, raw) in crate::parse::tests::fixture_emails() {
@@ -687,5 +964,131 @@ mod tests {
             }
         }
         assert!(matched > 10_000, "{matched} matches");
+    }
+
+    /// A `LazyLead` pattern's groups, as its own search finds them, are the groups
+    /// `regex::Regex::captures` finds, for every qualifying finder of every built-in rule file
+    /// and synthetic patterns, over every fixture subject and body and random text built from
+    /// their pieces and the patterns' literals.
+    #[test]
+    fn a_lazy_lead_search_finds_the_groups_regex_finds() {
+        let mut patterns: Vec<String> = [
+            r"^(?P<a>.+?) paid you \$(?P<b>[\d,]+\.\d{2})$",
+            r"^You paid (?P<a>.+?) \$(?P<b>[\d,]+\.\d{2})$",
+            r"^(?P<a>.+?)ab(?P<b>b*)(?P<c>c)?",
+            r"^(?P<a>[a-zé ]+?)é",
+            r"^x(?P<a>.+?)aa\b",
+            r"^(?P<a>.+?) (?:paid|charged)(?P<b>.*)$",
+            r"^(?P<a>\w+?)b",
+            r"^(?P<a>.+?)é\d",
+            r"^(?P<a>(?s:.)+?)\n(?P<b>.+)",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let synthetic = patterns.len();
+        for (id, text) in crate::parse::builtin::EMBEDDED {
+            let rules = crate::parse::rules::compile("t", id, text).unwrap();
+            patterns.extend(rules.finders().filter_map(|f| match &f.test {
+                crate::parse::rules::Test::Regex { regex, .. } => Some(regex.as_str().to_owned()),
+                crate::parse::rules::Test::Pointer { .. } => None,
+            }));
+        }
+        let compiled: Vec<_> = patterns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let regex = regex::Regex::new(p).unwrap();
+                let lead = LazyLead::of(&regex, 4 << 20);
+                assert!(i >= synthetic || lead.is_some(), "{p} qualifies");
+                Some((p, regex, lead?))
+            })
+            .collect();
+        assert!(
+            compiled.len() >= synthetic + 5,
+            "{} patterns",
+            compiled.len()
+        );
+        for other in [
+            r"^(?P<a>.+) paid",
+            r"(?P<a>.+?) paid",
+            r"^(?P<z>\d)?(?P<a>.+?)\$",
+            r"^(?P<a>.*?)b",
+        ] {
+            let regex = regex::Regex::new(other).unwrap();
+            assert!(LazyLead::of(&regex, 4 << 20).is_none(), "{other}");
+        }
+
+        let mut texts = Vec::new();
+        for (_, raw) in crate::parse::tests::fixture_emails() {
+            if let Ok(email) = crate::message::Email::parse(&raw) {
+                texts.extend(email.body_text().map(str::to_owned));
+                texts.push(email.envelope.subject.clone());
+            }
+        }
+        let mut pieces: Vec<String> = texts
+            .iter()
+            .flat_map(|t| {
+                t.lines()
+                    .take(40)
+                    .flat_map(|l| l.split(' '))
+                    .map(str::to_owned)
+            })
+            .collect();
+        pieces.extend(
+            [
+                " paid you $",
+                " paid your $",
+                "You paid ",
+                " paid ",
+                "You ",
+                "paid",
+                " $",
+                "$",
+                "12.50",
+                "1,234.00",
+                "1,2",
+                ".",
+                "ab",
+                "b",
+                "c",
+                "aa",
+                "é",
+                "x",
+                "\n",
+                " ",
+                "'s ",
+                " charge request",
+                " request",
+                " to your Venmo account",
+                "charged",
+                "7",
+            ]
+            .map(str::to_owned),
+        );
+        let mut haystacks = texts.clone();
+        let mut state = 0x1a2e_1ead_5eed_0001_u64;
+        for _ in 0..60_000 {
+            state = crate::test_rng::xorshift64(state);
+            let mut haystack = String::new();
+            for _ in 0..(state % 9) {
+                state = crate::test_rng::xorshift64(state);
+                haystack.push_str(&pieces[(state % pieces.len() as u64) as usize]);
+            }
+            haystacks.push(haystack);
+        }
+        let mut matched = 0;
+        for haystack in &haystacks {
+            for (pattern, regex, lead) in &compiled {
+                let expected = spans(regex.captures(haystack));
+                let found = lead.captures(haystack).map(|f| {
+                    (0..regex.captures_len())
+                        .map(|i| f.get(i).map(|r| (r.start, r.end)))
+                        .collect::<Vec<_>>()
+                });
+                assert_eq!(found, expected, "{pattern:?} {haystack:?}");
+                matched += usize::from(expected.is_some());
+            }
+        }
+        assert!(matched > 2_000, "{matched} matches");
     }
 }
