@@ -480,10 +480,12 @@ impl<'s> SeenAttrs<'s> {
         if self.hidden {
             return true;
         }
-        match self.style {
-            None => false,
-            Some(style) if style.is_ascii() => style_hides(style),
-            Some(style) => {
+        let Some(style) = self.style else {
+            return false;
+        };
+        match style_hides(style) {
+            Some(hides) => hides,
+            None => {
                 scratch.clear();
                 scratch.extend(
                     style
@@ -509,15 +511,21 @@ fn compact_style_hides(style: &str) -> bool {
 
 /// `compact_style_hides` for an ASCII style, read in place: every pattern has one `:`, so each
 /// `:` is matched backwards against the property and forwards against the value, skipping
-/// whitespace and ignoring case exactly as the compacted form would.
-fn style_hides(style: &str) -> bool {
+/// whitespace and ignoring case exactly as the compacted form would. `None` for a style with a
+/// non-ASCII byte (whose whitespace and case are Unicode's): the one search for the next `:`
+/// also looks for bytes from 0x80 up, so the style is not read twice.
+fn style_hides(style: &str) -> Option<bool> {
     let b = style.as_bytes();
     let mut display_none = false;
     let mut visibility_hidden = false;
     let mut max_height_zero = false;
     let mut overflow_hidden = false;
     let mut from = 0;
-    while let Some(colon) = find_near(b':', &b[from..]).map(|i| from + i) {
+    while let Some(found) = find_colon_or_non_ascii(b, from) {
+        if b[found] >= 0x80 {
+            return None;
+        }
+        let colon = found;
         from = colon + 1;
         // Every value here starts with `n`, `h` or `0`, and every property ends in `y`, `t` or
         // `w`: most colons are out at a byte or two, and the value's first letter says which
@@ -569,7 +577,27 @@ fn style_hides(style: &str) -> bool {
             }
         }
     }
-    display_none || visibility_hidden || (max_height_zero && overflow_hidden)
+    Some(display_none || visibility_hidden || (max_height_zero && overflow_hidden))
+}
+
+/// The index of the first `:` or byte from 0x80 up in `b` at or after `from`, eight bytes at a
+/// time (styles are tens of bytes, with a colon every ten or so).
+#[inline(always)]
+fn find_colon_or_non_ascii(b: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(chunk) = b.get(from..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*chunk);
+        // `zero_bytes` flags wrongly only above a real `:`, so the lowest flag of either kind
+        // is the first such byte.
+        let found = zero_bytes(word ^ (LO * u64::from(b':'))) | (word & HI);
+        if found != 0 {
+            return Some(from + (found.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    b.get(from..)?
+        .iter()
+        .position(|&c| c == b':' || c >= 0x80)
+        .map(|i| from + i)
 }
 
 fn trim_end_spaces(text: &[u8]) -> &[u8] {
@@ -1104,6 +1132,15 @@ mod tests {
                         .iter()
                         .position(|&x| matches!(x, b'>' | b'"' | b'\''))
                 );
+                for from in 0..=padded.len() {
+                    assert_eq!(
+                        find_colon_or_non_ascii(&padded, from),
+                        padded[from..]
+                            .iter()
+                            .position(|&x| x == b':' || x >= 0x80)
+                            .map(|i| from + i)
+                    );
+                }
             }
         }
     }
@@ -1148,6 +1185,9 @@ mod tests {
             "text-decoration",
             "height",
             "\x0b",
+            "\u{a0}",
+            "é",
+            "\u{3000}",
         ];
         let mut state = 7u64;
         for _ in 0..20_000 {
@@ -1156,11 +1196,13 @@ mod tests {
             for k in 0..(state % 9) {
                 style.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
             }
-            assert_eq!(
-                style_hides(&style),
-                compact_style_hides(&compact(&style)),
-                "{style:?}"
-            );
+            match style_hides(&style) {
+                Some(hides) => {
+                    assert_eq!(hides, compact_style_hides(&compact(&style)), "{style:?}")
+                }
+                None => assert!(!style.is_ascii(), "{style:?}"),
+            }
+            assert_eq!(style_hides(&style).is_some(), style.is_ascii(), "{style:?}");
         }
         for style in [
             "display:none",
@@ -1173,7 +1215,7 @@ mod tests {
         ] {
             assert_eq!(
                 style_hides(style),
-                compact_style_hides(&compact(style)),
+                Some(compact_style_hides(&compact(style))),
                 "{style:?}"
             );
         }
