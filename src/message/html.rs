@@ -240,10 +240,7 @@ pub fn render(html: &str) -> Rendered {
             _ => false,
         };
         let name_start = lt + 1 + usize::from(closing);
-        let mut name_end = name_start;
-        while name_end < bytes.len() && has_class(bytes[name_end], TAG_NAME) {
-            name_end += 1;
-        }
+        let (name_end, key) = read_tag_name(bytes, name_start);
         if name_end == name_start || !bytes[name_start].is_ascii_alphabetic() {
             // A lone `<` in text, as careless HTML has.
             if hidden_from.is_none() {
@@ -253,7 +250,6 @@ pub fn render(html: &str) -> Rendered {
             continue;
         }
         let name = &html[name_start..name_end];
-        let key = name_key_at(bytes, name_start, name_end);
         let kind = ElementKind::of(key, name.as_bytes());
         if closing {
             pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
@@ -446,6 +442,63 @@ fn skip_attr_name(b: &[u8], mut i: usize) -> usize {
         }
         return i;
     }
+}
+
+/// The end of the tag name starting at `start` (the first byte that is not `TAG_NAME`: ASCII
+/// letters, digits, `-`, `:`) and its `name_key_at`. The first eight bytes are classed at once,
+/// without a branch per byte (tag names are one to ten bytes, and a loop's exit at a varying
+/// length is a mispredicted branch per tag), and the key is cut from the same word.
+#[inline(always)]
+fn read_tag_name(b: &[u8], start: usize) -> (usize, u64) {
+    if let Some(chunk) = b.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*chunk);
+        let stops = not_tag_name_bytes(word);
+        if stops != 0 {
+            let len = (stops.trailing_zeros() / 8) as usize;
+            // The lowest stop's bit 7, moved to bit 0 of that byte, less one: the name's bytes.
+            let name_bytes = ((stops & stops.wrapping_neg()) >> 7) - 1;
+            return (start + len, (word | (LO * 0x20)) & name_bytes);
+        }
+    }
+    let end = skip_tag_name(b, start);
+    let key = if end > start {
+        name_key_at(b, start, end)
+    } else {
+        0
+    };
+    (end, key)
+}
+
+/// The index of the first byte at or after `i` that is not `TAG_NAME`, eight bytes at a time.
+fn skip_tag_name(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        let stops = not_tag_name_bytes(u64::from_le_bytes(*chunk));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && has_class(b[i], TAG_NAME) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `word` that is not `TAG_NAME`, exactly. Bytes are first taken
+/// without their high bit: adding at most 0x80 to a byte of at most 0x7f cannot carry into the
+/// next byte, so each range test below is exact per byte.
+#[inline(always)]
+fn not_tag_name_bytes(word: u64) -> u64 {
+    let low = word & !HI;
+    // Bit 7 set where `x >= n`, and where `x <= n`, for a byte `x` of at most 0x7f.
+    let at_least = |x: u64, n: u8| x.wrapping_add(LO * u64::from(0x80 - n)) & HI;
+    let at_most = |x: u64, n: u8| !x.wrapping_add(LO * u64::from(0x7f - n)) & HI;
+    let digit_or_colon = at_least(low, b'0') & at_most(low, b':');
+    let dash = at_most(low ^ (LO * u64::from(b'-')), 0);
+    // Setting bit 5 maps `A`-`Z` onto `a`-`z` and nothing else into that range.
+    let folded = low | (LO * 0x20);
+    let letter = at_least(folded, b'a') & at_most(folded, b'z');
+    (!(digit_or_colon | dash | letter) & HI) | (word & HI)
 }
 
 /// The attributes of one tag that the renderer reads: raw values, not yet entity-decoded.
@@ -1444,6 +1497,20 @@ mod tests {
                     .find(|&i| has_class(bytes[i], SPACE | EQUALS | GT | SLASH | QUOTE))
                     .unwrap_or(bytes.len());
                 assert_eq!(skip_attr_name(&bytes, start), name, "{bytes:?} {start}");
+                let tag_name = (start..bytes.len())
+                    .find(|&i| !has_class(bytes[i], TAG_NAME))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_tag_name(&bytes, start), tag_name, "{bytes:?} {start}");
+                let key = if tag_name > start {
+                    name_key_at(&bytes, start, tag_name)
+                } else {
+                    0
+                };
+                assert_eq!(
+                    read_tag_name(&bytes, start),
+                    (tag_name, key),
+                    "{bytes:?} {start}"
+                );
             }
         }
     }
@@ -1483,6 +1550,31 @@ mod tests {
                 has_class(b, SPACE | EQUALS | GT | SLASH | QUOTE),
                 space || matches!(b, b'=' | b'>' | b'/' | b'"' | b'\'')
             );
+        }
+    }
+
+    #[test]
+    fn tag_name_bytes_are_classed_exactly_in_every_position() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = byte;
+                // The other bytes cycle through stops and name bytes, so flags cannot leak.
+                for (k, other) in word.iter_mut().enumerate() {
+                    if k != at && k % 3 == 0 {
+                        *other = [b'>', 0xff, b'Z', b' ', b'-', b'0', b':', b'@'][(k + at) % 8];
+                    }
+                }
+                let flags = not_tag_name_bytes(u64::from_le_bytes(word));
+                for (k, &c) in word.iter().enumerate() {
+                    assert_eq!(
+                        flags >> (8 * k + 7) & 1 == 1,
+                        !has_class(c, TAG_NAME),
+                        "{word:?} {k}"
+                    );
+                }
+                assert_eq!(flags & !HI, 0);
+            }
         }
     }
 
