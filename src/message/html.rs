@@ -865,16 +865,7 @@ impl LineBuilder {
             }
             let start = i;
             if c.is_ascii() {
-                loop {
-                    i = skip_ascii_words(bytes, i);
-                    if bytes.get(i) == Some(&b' ')
-                        && bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c))
-                    {
-                        i += 1;
-                        continue;
-                    }
-                    break;
-                }
+                i = skip_collapsed_words(bytes, i);
             } else {
                 let ch = text[i..].chars().next().unwrap_or_default();
                 i += ch.len_utf8();
@@ -908,27 +899,41 @@ fn is_ascii_word(c: u8) -> bool {
     has_class(c, ASCII_WORD)
 }
 
-/// The index of the first byte at or after `i` that is not `is_ascii_word`. Bytes from `!` to
-/// DEL are words; eight of them are recognized at once, and only a word with a byte outside that
-/// range (whitespace, a control byte, the start of a multi-byte character) is read byte by byte.
+/// The end of the already-collapsed run from `i`: `is_ascii_word` bytes, and single spaces
+/// each followed by one. Bytes from `!` to DEL, and a space before such a byte, are recognized
+/// eight at a time, so a sentence goes by without a branch per word; anything else flagged (a
+/// control byte, a space that ends a word's eight bytes) is decided byte by byte.
 #[inline(always)]
-fn skip_ascii_words(bytes: &[u8], mut i: usize) -> usize {
+fn skip_collapsed_words(bytes: &[u8], mut i: usize) -> usize {
     loop {
         if let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
-            let outside =
-                below(u64::from_le_bytes(*chunk), b'!') | (u64::from_le_bytes(*chunk) & HI);
-            if outside == 0 {
+            let stops = maybe_not_collapsed(u64::from_le_bytes(*chunk));
+            if stops == 0 {
                 i += 8;
                 continue;
             }
-            i += (outside.trailing_zeros() / 8) as usize;
+            i += (stops.trailing_zeros() / 8) as usize;
         }
-        if i < bytes.len() && is_ascii_word(bytes[i]) {
-            i += 1;
-            continue;
+        match bytes.get(i) {
+            Some(&c) if is_ascii_word(c) => i += 1,
+            Some(b' ') if bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c)) => i += 2,
+            _ => return i,
         }
-        return i;
     }
+}
+
+/// The high bit of each byte of `word` that may end a collapsed run: every byte outside `!` to
+/// DEL, except a space followed (within the word) by a byte from `!` to DEL. Flags are exact per
+/// byte (see `not_tag_name_bytes`) but err towards flagging, never the other way.
+#[inline(always)]
+fn maybe_not_collapsed(word: u64) -> u64 {
+    let low = word & !HI;
+    let printable = low.wrapping_add(LO * u64::from(0x80 - b'!')) & HI;
+    let outside = (!printable & HI) | (word & HI);
+    let space = !(low ^ (LO * u64::from(b' '))).wrapping_add(LO * 0x7f) & !word & HI;
+    // The byte after the last one is unknown: take it as outside.
+    let next_outside = (outside >> 8) | (0x80 << 56);
+    outside & !(space & !next_outside)
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -1489,10 +1494,25 @@ mod tests {
                 });
             }
             for start in 0..=bytes.len() {
-                let words = (start..bytes.len())
-                    .find(|&i| !is_ascii_word(bytes[i]))
-                    .unwrap_or(bytes.len());
-                assert_eq!(skip_ascii_words(&bytes, start), words, "{bytes:?} {start}");
+                // The loop `skip_collapsed_words` replaced: words, then a single space and on.
+                let mut words = start;
+                loop {
+                    while words < bytes.len() && is_ascii_word(bytes[words]) {
+                        words += 1;
+                    }
+                    if bytes.get(words) == Some(&b' ')
+                        && bytes.get(words + 1).is_some_and(|&c| is_ascii_word(c))
+                    {
+                        words += 1;
+                        continue;
+                    }
+                    break;
+                }
+                assert_eq!(
+                    skip_collapsed_words(&bytes, start),
+                    words,
+                    "{bytes:?} {start}"
+                );
                 let name = (start..bytes.len())
                     .find(|&i| has_class(bytes[i], SPACE | EQUALS | GT | SLASH | QUOTE))
                     .unwrap_or(bytes.len());
