@@ -240,10 +240,7 @@ pub fn render(html: &str) -> Rendered {
             _ => false,
         };
         let name_start = lt + 1 + usize::from(closing);
-        let mut name_end = name_start;
-        while name_end < bytes.len() && has_class(bytes[name_end], TAG_NAME) {
-            name_end += 1;
-        }
+        let (name_end, key) = read_tag_name(bytes, name_start);
         if name_end == name_start || !bytes[name_start].is_ascii_alphabetic() {
             // A lone `<` in text, as careless HTML has.
             if hidden_from.is_none() {
@@ -253,7 +250,6 @@ pub fn render(html: &str) -> Rendered {
             continue;
         }
         let name = &html[name_start..name_end];
-        let key = name_key_at(bytes, name_start, name_end);
         let kind = ElementKind::of(key, name.as_bytes());
         if closing {
             pos = (tag_end(bytes, name_end) + 1).min(bytes.len());
@@ -448,6 +444,63 @@ fn skip_attr_name(b: &[u8], mut i: usize) -> usize {
     }
 }
 
+/// The end of the tag name starting at `start` (the first byte that is not `TAG_NAME`: ASCII
+/// letters, digits, `-`, `:`) and its `name_key_at`. The first eight bytes are classed at once,
+/// without a branch per byte (tag names are one to ten bytes, and a loop's exit at a varying
+/// length is a mispredicted branch per tag), and the key is cut from the same word.
+#[inline(always)]
+fn read_tag_name(b: &[u8], start: usize) -> (usize, u64) {
+    if let Some(chunk) = b.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*chunk);
+        let stops = not_tag_name_bytes(word);
+        if stops != 0 {
+            let len = (stops.trailing_zeros() / 8) as usize;
+            // The lowest stop's bit 7, moved to bit 0 of that byte, less one: the name's bytes.
+            let name_bytes = ((stops & stops.wrapping_neg()) >> 7) - 1;
+            return (start + len, (word | (LO * 0x20)) & name_bytes);
+        }
+    }
+    let end = skip_tag_name(b, start);
+    let key = if end > start {
+        name_key_at(b, start, end)
+    } else {
+        0
+    };
+    (end, key)
+}
+
+/// The index of the first byte at or after `i` that is not `TAG_NAME`, eight bytes at a time.
+fn skip_tag_name(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        let stops = not_tag_name_bytes(u64::from_le_bytes(*chunk));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && has_class(b[i], TAG_NAME) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `word` that is not `TAG_NAME`, exactly. Bytes are first taken
+/// without their high bit: adding at most 0x80 to a byte of at most 0x7f cannot carry into the
+/// next byte, so each range test below is exact per byte.
+#[inline(always)]
+fn not_tag_name_bytes(word: u64) -> u64 {
+    let low = word & !HI;
+    // Bit 7 set where `x >= n`, and where `x <= n`, for a byte `x` of at most 0x7f.
+    let at_least = |x: u64, n: u8| x.wrapping_add(LO * u64::from(0x80 - n)) & HI;
+    let at_most = |x: u64, n: u8| !x.wrapping_add(LO * u64::from(0x7f - n)) & HI;
+    let digit_or_colon = at_least(low, b'0') & at_most(low, b':');
+    let dash = at_most(low ^ (LO * u64::from(b'-')), 0);
+    // Setting bit 5 maps `A`-`Z` onto `a`-`z` and nothing else into that range.
+    let folded = low | (LO * 0x20);
+    let letter = at_least(folded, b'a') & at_most(folded, b'z');
+    (!(digit_or_colon | dash | letter) & HI) | (word & HI)
+}
+
 /// The attributes of one tag that the renderer reads: raw values, not yet entity-decoded.
 #[derive(Default)]
 struct SeenAttrs<'s> {
@@ -480,10 +533,12 @@ impl<'s> SeenAttrs<'s> {
         if self.hidden {
             return true;
         }
-        match self.style {
-            None => false,
-            Some(style) if style.is_ascii() => style_hides(style),
-            Some(style) => {
+        let Some(style) = self.style else {
+            return false;
+        };
+        match style_hides(style) {
+            Some(hides) => hides,
+            None => {
                 scratch.clear();
                 scratch.extend(
                     style
@@ -509,15 +564,21 @@ fn compact_style_hides(style: &str) -> bool {
 
 /// `compact_style_hides` for an ASCII style, read in place: every pattern has one `:`, so each
 /// `:` is matched backwards against the property and forwards against the value, skipping
-/// whitespace and ignoring case exactly as the compacted form would.
-fn style_hides(style: &str) -> bool {
+/// whitespace and ignoring case exactly as the compacted form would. `None` for a style with a
+/// non-ASCII byte (whose whitespace and case are Unicode's): the one search for the next `:`
+/// also looks for bytes from 0x80 up, so the style is not read twice.
+fn style_hides(style: &str) -> Option<bool> {
     let b = style.as_bytes();
     let mut display_none = false;
     let mut visibility_hidden = false;
     let mut max_height_zero = false;
     let mut overflow_hidden = false;
     let mut from = 0;
-    while let Some(colon) = find_near(b':', &b[from..]).map(|i| from + i) {
+    while let Some(found) = find_colon_or_non_ascii(b, from) {
+        if b[found] >= 0x80 {
+            return None;
+        }
+        let colon = found;
         from = colon + 1;
         // Every value here starts with `n`, `h` or `0`, and every property ends in `y`, `t` or
         // `w`: most colons are out at a byte or two, and the value's first letter says which
@@ -569,7 +630,27 @@ fn style_hides(style: &str) -> bool {
             }
         }
     }
-    display_none || visibility_hidden || (max_height_zero && overflow_hidden)
+    Some(display_none || visibility_hidden || (max_height_zero && overflow_hidden))
+}
+
+/// The index of the first `:` or byte from 0x80 up in `b` at or after `from`, eight bytes at a
+/// time (styles are tens of bytes, with a colon every ten or so).
+#[inline(always)]
+fn find_colon_or_non_ascii(b: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(chunk) = b.get(from..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*chunk);
+        // `zero_bytes` flags wrongly only above a real `:`, so the lowest flag of either kind
+        // is the first such byte.
+        let found = zero_bytes(word ^ (LO * u64::from(b':'))) | (word & HI);
+        if found != 0 {
+            return Some(from + (found.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    b.get(from..)?
+        .iter()
+        .position(|&c| c == b':' || c >= 0x80)
+        .map(|i| from + i)
 }
 
 fn trim_end_spaces(text: &[u8]) -> &[u8] {
@@ -784,16 +865,7 @@ impl LineBuilder {
             }
             let start = i;
             if c.is_ascii() {
-                loop {
-                    i = skip_ascii_words(bytes, i);
-                    if bytes.get(i) == Some(&b' ')
-                        && bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c))
-                    {
-                        i += 1;
-                        continue;
-                    }
-                    break;
-                }
+                i = skip_collapsed_words(bytes, i);
             } else {
                 let ch = text[i..].chars().next().unwrap_or_default();
                 i += ch.len_utf8();
@@ -827,27 +899,41 @@ fn is_ascii_word(c: u8) -> bool {
     has_class(c, ASCII_WORD)
 }
 
-/// The index of the first byte at or after `i` that is not `is_ascii_word`. Bytes from `!` to
-/// DEL are words; eight of them are recognized at once, and only a word with a byte outside that
-/// range (whitespace, a control byte, the start of a multi-byte character) is read byte by byte.
+/// The end of the already-collapsed run from `i`: `is_ascii_word` bytes, and single spaces
+/// each followed by one. Bytes from `!` to DEL, and a space before such a byte, are recognized
+/// eight at a time, so a sentence goes by without a branch per word; anything else flagged (a
+/// control byte, a space that ends a word's eight bytes) is decided byte by byte.
 #[inline(always)]
-fn skip_ascii_words(bytes: &[u8], mut i: usize) -> usize {
+fn skip_collapsed_words(bytes: &[u8], mut i: usize) -> usize {
     loop {
         if let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
-            let outside =
-                below(u64::from_le_bytes(*chunk), b'!') | (u64::from_le_bytes(*chunk) & HI);
-            if outside == 0 {
+            let stops = maybe_not_collapsed(u64::from_le_bytes(*chunk));
+            if stops == 0 {
                 i += 8;
                 continue;
             }
-            i += (outside.trailing_zeros() / 8) as usize;
+            i += (stops.trailing_zeros() / 8) as usize;
         }
-        if i < bytes.len() && is_ascii_word(bytes[i]) {
-            i += 1;
-            continue;
+        match bytes.get(i) {
+            Some(&c) if is_ascii_word(c) => i += 1,
+            Some(b' ') if bytes.get(i + 1).is_some_and(|&c| is_ascii_word(c)) => i += 2,
+            _ => return i,
         }
-        return i;
     }
+}
+
+/// The high bit of each byte of `word` that may end a collapsed run: every byte outside `!` to
+/// DEL, except a space followed (within the word) by a byte from `!` to DEL. Flags are exact per
+/// byte (see `not_tag_name_bytes`) but err towards flagging, never the other way.
+#[inline(always)]
+fn maybe_not_collapsed(word: u64) -> u64 {
+    let low = word & !HI;
+    let printable = low.wrapping_add(LO * u64::from(0x80 - b'!')) & HI;
+    let outside = (!printable & HI) | (word & HI);
+    let space = !(low ^ (LO * u64::from(b' '))).wrapping_add(LO * 0x7f) & !word & HI;
+    // The byte after the last one is unknown: take it as outside.
+    let next_outside = (outside >> 8) | (0x80 << 56);
+    outside & !(space & !next_outside)
 }
 
 /// Zero-width characters that preheader padding and trackers sprinkle into text.
@@ -1104,6 +1190,15 @@ mod tests {
                         .iter()
                         .position(|&x| matches!(x, b'>' | b'"' | b'\''))
                 );
+                for from in 0..=padded.len() {
+                    assert_eq!(
+                        find_colon_or_non_ascii(&padded, from),
+                        padded[from..]
+                            .iter()
+                            .position(|&x| x == b':' || x >= 0x80)
+                            .map(|i| from + i)
+                    );
+                }
             }
         }
     }
@@ -1148,6 +1243,9 @@ mod tests {
             "text-decoration",
             "height",
             "\x0b",
+            "\u{a0}",
+            "é",
+            "\u{3000}",
         ];
         let mut state = 7u64;
         for _ in 0..20_000 {
@@ -1156,11 +1254,13 @@ mod tests {
             for k in 0..(state % 9) {
                 style.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
             }
-            assert_eq!(
-                style_hides(&style),
-                compact_style_hides(&compact(&style)),
-                "{style:?}"
-            );
+            match style_hides(&style) {
+                Some(hides) => {
+                    assert_eq!(hides, compact_style_hides(&compact(&style)), "{style:?}")
+                }
+                None => assert!(!style.is_ascii(), "{style:?}"),
+            }
+            assert_eq!(style_hides(&style).is_some(), style.is_ascii(), "{style:?}");
         }
         for style in [
             "display:none",
@@ -1173,7 +1273,7 @@ mod tests {
         ] {
             assert_eq!(
                 style_hides(style),
-                compact_style_hides(&compact(style)),
+                Some(compact_style_hides(&compact(style))),
                 "{style:?}"
             );
         }
@@ -1394,14 +1494,43 @@ mod tests {
                 });
             }
             for start in 0..=bytes.len() {
-                let words = (start..bytes.len())
-                    .find(|&i| !is_ascii_word(bytes[i]))
-                    .unwrap_or(bytes.len());
-                assert_eq!(skip_ascii_words(&bytes, start), words, "{bytes:?} {start}");
+                // The loop `skip_collapsed_words` replaced: words, then a single space and on.
+                let mut words = start;
+                loop {
+                    while words < bytes.len() && is_ascii_word(bytes[words]) {
+                        words += 1;
+                    }
+                    if bytes.get(words) == Some(&b' ')
+                        && bytes.get(words + 1).is_some_and(|&c| is_ascii_word(c))
+                    {
+                        words += 1;
+                        continue;
+                    }
+                    break;
+                }
+                assert_eq!(
+                    skip_collapsed_words(&bytes, start),
+                    words,
+                    "{bytes:?} {start}"
+                );
                 let name = (start..bytes.len())
                     .find(|&i| has_class(bytes[i], SPACE | EQUALS | GT | SLASH | QUOTE))
                     .unwrap_or(bytes.len());
                 assert_eq!(skip_attr_name(&bytes, start), name, "{bytes:?} {start}");
+                let tag_name = (start..bytes.len())
+                    .find(|&i| !has_class(bytes[i], TAG_NAME))
+                    .unwrap_or(bytes.len());
+                assert_eq!(skip_tag_name(&bytes, start), tag_name, "{bytes:?} {start}");
+                let key = if tag_name > start {
+                    name_key_at(&bytes, start, tag_name)
+                } else {
+                    0
+                };
+                assert_eq!(
+                    read_tag_name(&bytes, start),
+                    (tag_name, key),
+                    "{bytes:?} {start}"
+                );
             }
         }
     }
@@ -1441,6 +1570,31 @@ mod tests {
                 has_class(b, SPACE | EQUALS | GT | SLASH | QUOTE),
                 space || matches!(b, b'=' | b'>' | b'/' | b'"' | b'\'')
             );
+        }
+    }
+
+    #[test]
+    fn tag_name_bytes_are_classed_exactly_in_every_position() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = byte;
+                // The other bytes cycle through stops and name bytes, so flags cannot leak.
+                for (k, other) in word.iter_mut().enumerate() {
+                    if k != at && k % 3 == 0 {
+                        *other = [b'>', 0xff, b'Z', b' ', b'-', b'0', b':', b'@'][(k + at) % 8];
+                    }
+                }
+                let flags = not_tag_name_bytes(u64::from_le_bytes(word));
+                for (k, &c) in word.iter().enumerate() {
+                    assert_eq!(
+                        flags >> (8 * k + 7) & 1 == 1,
+                        !has_class(c, TAG_NAME),
+                        "{word:?} {k}"
+                    );
+                }
+                assert_eq!(flags & !HI, 0);
+            }
         }
     }
 
