@@ -278,11 +278,7 @@ mod tests {
         let mut state = 0x6b65_795f_6d61_7463u64;
         let mut matched = 0;
         for _ in 0..50_000 {
-            state = crate::test_rng::xorshift64(state);
-            let mut key = String::new();
-            for k in 0..(state % 5) {
-                key.push_str(pieces[((state >> (k * 8)) % pieces.len() as u64) as usize]);
-            }
+            let key = crate::test_rng::joined_pieces(&mut state, &pieces, 0..5);
             for k in all_keys.clone() {
                 let expected = slow(&key, k);
                 assert_eq!(key_matches(&key, k), expected, "{key:?} {k:?}");

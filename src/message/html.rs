@@ -1100,12 +1100,7 @@ mod tests {
         for _ in 0..5_000 {
             let mut parts = Vec::new();
             for _ in 0..(state % 4 + 1) {
-                let mut part = String::new();
-                state = crate::test_rng::xorshift64(state);
-                for k in 0..(state % 12) {
-                    part.push_str(alphabet[((state >> (k * 3)) % alphabet.len() as u64) as usize]);
-                }
-                parts.push(part);
+                parts.push(crate::test_rng::joined_pieces(&mut state, &alphabet, 0..12));
             }
             let (mut builder, mut line) = (LineBuilder::default(), String::new());
             for part in &parts {
@@ -1249,11 +1244,7 @@ mod tests {
         ];
         let mut state = 7u64;
         for _ in 0..20_000 {
-            let mut style = String::new();
-            state = crate::test_rng::xorshift64(state);
-            for k in 0..(state % 9) {
-                style.push_str(pieces[((state >> (k * 5)) % pieces.len() as u64) as usize]);
-            }
+            let style = crate::test_rng::joined_pieces(&mut state, &pieces, 0..9);
             match style_hides(&style) {
                 Some(hides) => {
                     assert_eq!(hides, compact_style_hides(&compact(&style)), "{style:?}")
@@ -1325,11 +1316,7 @@ mod tests {
         ];
         let mut state = 0x1234_5678_9abc_def1u64;
         for _ in 0..20_000 {
-            let mut text = String::new();
-            state = crate::test_rng::xorshift64(state);
-            for k in 0..(state % 7) {
-                text.push_str(pieces[((state >> (k * 6)) % pieces.len() as u64) as usize]);
-            }
+            let text = crate::test_rng::joined_pieces(&mut state, &pieces, 0..7);
             assert_eq!(
                 decode_entities(&text),
                 html_escape::decode_html_entities(&text),

@@ -891,12 +891,7 @@ mod tests {
         .to_vec();
         let mut state = 0x0da7_e0ff_f00d_u64;
         for _ in 0..3_000 {
-            state = crate::test_rng::xorshift64(state);
-            let mut text = String::new();
-            for k in 0..(1 + state % 8) {
-                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
-            }
-            texts.push(text);
+            texts.push(crate::test_rng::joined_pieces(&mut state, &pieces, 1..9));
         }
         let mut read = 0;
         for text in &texts {

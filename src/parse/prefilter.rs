@@ -740,11 +740,7 @@ mod tests {
             .collect();
         let mut state = 0x0ddb_1a5e_5bad_5eed_u64;
         for _ in 0..20_000 {
-            state = crate::test_rng::xorshift64(state);
-            let mut haystack = String::new();
-            for k in 0..(state % 9) {
-                haystack.push_str(pieces[((state >> (k * 6)) % pieces.len() as u64) as usize]);
-            }
+            let haystack = crate::test_rng::joined_pieces(&mut state, &pieces, 0..9);
             for (pattern, regex, required) in &compiled {
                 if regex.is_match(&haystack) {
                     assert!(required.may_match(&haystack), "{pattern:?} {haystack:?}");
@@ -1068,13 +1064,7 @@ mod tests {
         let mut haystacks = texts.clone();
         let mut state = 0x1a2e_1ead_5eed_0001_u64;
         for _ in 0..60_000 {
-            state = crate::test_rng::xorshift64(state);
-            let mut haystack = String::new();
-            for _ in 0..(state % 9) {
-                state = crate::test_rng::xorshift64(state);
-                haystack.push_str(&pieces[(state % pieces.len() as u64) as usize]);
-            }
-            haystacks.push(haystack);
+            haystacks.push(crate::test_rng::joined_pieces(&mut state, &pieces, 0..9));
         }
         let mut matched = 0;
         for haystack in &haystacks {

@@ -1104,11 +1104,7 @@ require = [{ in = "subject", regex = 'paid (?P<amount>\S+)' }]
         ];
         let mut state = 0x05ee_d0f5_bace_u64;
         for _ in 0..20_000 {
-            state = crate::test_rng::xorshift64(state);
-            let mut text = String::new();
-            for k in 0..(state % 7) {
-                text.push_str(pieces[((state >> (k * 5 + 3)) % pieces.len() as u64) as usize]);
-            }
+            let text = crate::test_rng::joined_pieces(&mut state, &pieces, 0..7);
             let normal = text.split_whitespace().collect::<Vec<_>>().join(" ");
             if is_normal_space(&text) {
                 assert_eq!(text, normal);
