@@ -821,6 +821,19 @@ mod tests {
     }
 
     /// Every group of a match, by position.
+    /// What finders read in every fixture: the body as rules see it, the text part, the subject.
+    fn fixture_texts() -> Vec<String> {
+        let mut texts = Vec::new();
+        for (_, raw) in crate::parse::tests::fixture_emails() {
+            if let Ok(email) = crate::message::Email::parse(&raw) {
+                texts.extend(email.body_text().map(str::to_owned));
+                texts.extend(email.text.clone());
+                texts.push(email.envelope.subject.clone());
+            }
+        }
+        texts
+    }
+
     fn spans(captures: Option<regex::Captures<'_>>) -> Option<Vec<Option<(usize, usize)>>> {
         captures.map(|c| c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect())
     }
@@ -888,14 +901,7 @@ mod tests {
             .count();
         assert!(line_groups >= 6, "{line_groups} patterns with a line group");
 
-        let mut texts = Vec::new();
-        for (_, raw) in crate::parse::tests::fixture_emails() {
-            if let Ok(email) = crate::message::Email::parse(&raw) {
-                texts.extend(email.body_text().map(str::to_owned));
-                texts.extend(email.text.clone());
-                texts.push(email.envelope.subject.clone());
-            }
-        }
+        let texts = fixture_texts();
         let mut pieces: Vec<String> = texts
             .iter()
             .flat_map(|t| t.lines().take(40).map(str::to_owned))
@@ -1014,13 +1020,7 @@ mod tests {
             assert!(LazyLead::of(&regex, 4 << 20).is_none(), "{other}");
         }
 
-        let mut texts = Vec::new();
-        for (_, raw) in crate::parse::tests::fixture_emails() {
-            if let Ok(email) = crate::message::Email::parse(&raw) {
-                texts.extend(email.body_text().map(str::to_owned));
-                texts.push(email.envelope.subject.clone());
-            }
-        }
+        let texts = fixture_texts();
         let mut pieces: Vec<String> = texts
             .iter()
             .flat_map(|t| {
